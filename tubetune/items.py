@@ -1,0 +1,76 @@
+"""Per-item bookkeeping shared by every stage that processes a list of items.
+
+A stage processes many items (videos, audio files, chunks). One bad item must not sink the
+others: each failure is recorded with its reason, the good items are kept, and the stage
+fails only when nothing at all succeeded (or when the user asked for ``strict`` runs).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from tubetune.fsutil import atomic_write_text
+
+log = logging.getLogger(__name__)
+
+
+class StageError(RuntimeError):
+    """A stage cannot produce its outputs; the message says why in one line."""
+
+
+@dataclass(frozen=True)
+class Failure:
+    """One item that could not be processed."""
+
+    item: str
+    reason: str
+
+
+@dataclass
+class ItemReport:
+    """What happened to the items of one stage run over one source."""
+
+    stage: str
+    source: str
+    ok: list[str] = field(default_factory=list)
+    skipped: list[Failure] = field(default_factory=list)
+    failed: list[Failure] = field(default_factory=list)
+
+    def fail(self, item: str, reason: str) -> None:
+        """Record a failed item and log it as one clear line."""
+        reason = " ".join(str(reason).split())
+        self.failed.append(Failure(item, reason))
+        log.error("%s %s: %s: %s", self.stage, self.source, item, reason)
+
+    def skip(self, item: str, reason: str) -> None:
+        """Record an item left out on purpose (filtered), not an error."""
+        self.skipped.append(Failure(item, reason))
+        log.info("%s %s: skipped %s: %s", self.stage, self.source, item, reason)
+
+    def summary(self) -> str:
+        """One line: counts of ok / skipped / failed items."""
+        return (
+            f"{self.stage} {self.source}: {len(self.ok)} ok, {len(self.skipped)} skipped, "
+            f"{len(self.failed)} failed"
+        )
+
+    def write(self, path: Path) -> None:
+        """Write the report as JSON (sorted, stable) atomically."""
+        data = asdict(self)
+        for key in ("skipped", "failed"):
+            data[key] = sorted(data[key], key=lambda f: (f["item"], f["reason"]))
+        data["ok"] = sorted(data["ok"])
+        atomic_write_text(path, json.dumps(data, indent=2, ensure_ascii=False) + "\n")
+
+    def finish(self, path: Path | None = None, strict: bool = False) -> None:
+        """Write the report (if ``path``), log the summary, raise if the stage must fail."""
+        if path is not None:
+            self.write(path)
+        log.info(self.summary())
+        if self.failed and strict:
+            raise StageError(f"{self.summary()} (strict mode); first: {self.failed[0].reason}")
+        if not self.ok and self.failed:
+            raise StageError(f"{self.summary()}: nothing succeeded; first: {self.failed[0].reason}")
