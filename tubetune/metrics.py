@@ -1,0 +1,73 @@
+"""Word and character error rates, with their substitution/insertion/deletion breakdown."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+
+import jiwer
+
+from tubetune.text import normalize_for_metric, uses_characters
+
+
+@dataclass(frozen=True)
+class ErrorRates:
+    """Corpus-level scores (percent) and edit counts at the primary unit."""
+
+    wer: float
+    cer: float
+    substitutions: int
+    deletions: int
+    insertions: int
+    reference_units: int
+    unit: str  # "word" or "char": which of WER/CER is the primary metric
+
+    @property
+    def primary(self) -> float:
+        """WER for spaced scripts, CER for zh/ja/ko/th and similar."""
+        return self.cer if self.unit == "char" else self.wer
+
+    def as_dict(self) -> dict[str, float | int | str]:
+        """JSON-ready, rounded to 2 decimals."""
+        data = asdict(self)
+        for key in ("wer", "cer"):
+            data[key] = round(data[key], 2)
+        return data
+
+
+def _pairs(refs: Sequence[str], hyps: Sequence[str], language: str | None) -> tuple[list, list]:
+    refs_n = [normalize_for_metric(r, language) for r in refs]
+    hyps_n = [normalize_for_metric(h, language) for h in hyps]
+    keep = [i for i, r in enumerate(refs_n) if r]
+    return [refs_n[i] for i in keep], [hyps_n[i] for i in keep]
+
+
+def error_rates(refs: Sequence[str], hyps: Sequence[str], language: str | None) -> ErrorRates:
+    """Score ``hyps`` against ``refs`` (utterances with empty references are skipped)."""
+    if len(refs) != len(hyps):
+        raise ValueError(f"{len(refs)} references but {len(hyps)} hypotheses")
+    refs_n, hyps_n = _pairs(refs, hyps, language)
+    if not refs_n:
+        raise ValueError("no non-empty reference to score against")
+    words = jiwer.process_words(refs_n, hyps_n)
+    chars = jiwer.process_characters(refs_n, hyps_n)
+    by_char = uses_characters(language)
+    edits = chars if by_char else words
+    return ErrorRates(
+        wer=100.0 * words.wer,
+        cer=100.0 * chars.cer,
+        substitutions=edits.substitutions,
+        deletions=edits.deletions,
+        insertions=edits.insertions,
+        reference_units=edits.hits + edits.substitutions + edits.deletions,
+        unit="char" if by_char else "word",
+    )
+
+
+def utterance_error_rate(ref: str, hyp: str, language: str | None) -> float | None:
+    """Primary error rate (percent) of one utterance, or None for an empty reference."""
+    ref_n, hyp_n = normalize_for_metric(ref, language), normalize_for_metric(hyp, language)
+    if not ref_n:
+        return None
+    rate = jiwer.cer(ref_n, hyp_n) if uses_characters(language) else jiwer.wer(ref_n, hyp_n)
+    return round(100.0 * rate, 2)

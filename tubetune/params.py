@@ -1,0 +1,331 @@
+"""Load and validate ``params.yaml``: one schema, checked before any stage does work.
+
+Every section is a frozen dataclass. Unknown keys, wrong types and out-of-range values
+raise :class:`ParamsError` whose message names the offending key, e.g.
+``params.yaml: train.learning_rate: expected a number, got 'fast'``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+DEFAULT_PARAMS_FILE = Path("params.yaml")
+SOURCE_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+LANGUAGE_RE = re.compile(r"^[a-z]{2,3}(-[A-Za-z]{2,4})?$")
+
+
+class ParamsError(ValueError):
+    """``params.yaml`` is invalid; the message names the key."""
+
+
+@dataclass(frozen=True)
+class SourceParams:
+    """One entry of ``sources``: what to download and in which language it is spoken."""
+
+    url: str | list[str]
+    language: str | None = None
+    options: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def urls(self) -> list[str]:
+        """The entry's URLs/paths as a list."""
+        return [self.url] if isinstance(self.url, str) else list(self.url)
+
+
+@dataclass(frozen=True)
+class DownloadParams:
+    """Global yt-dlp settings; a source's ``options`` override them."""
+
+    keep_video: bool = False
+    licenses: list[str] = field(default_factory=list)
+    max_videos: int = 0
+    date_after: str | None = None
+    date_before: str | None = None
+    min_duration_s: float = 0.0
+    max_duration_s: float = 0.0
+    subtitles: bool = True
+    auto_subtitles: bool = False
+    retries: int = 5
+    socket_timeout_s: float = 30.0
+    rate_limit: str | None = None
+    cookies: str | None = None
+    strict: bool = False
+
+
+@dataclass(frozen=True)
+class SegmentParams:
+    """How resampled audio is cut into training chunks."""
+
+    method: str = "fixed"
+    length_s: float = 10.0
+    overlap_s: float = 2.0
+    min_s: float = 1.0
+    max_s: float = 30.0
+    pad_ms: int = 200
+
+
+@dataclass(frozen=True)
+class LabelParams:
+    """Teacher (pseudo-labelling) settings and label filters."""
+
+    device: str = "auto"
+    compute_type: str = "auto"
+    beam_size: int = 5
+    cpu_threads: int = 0
+    temperatures: list[float] = field(default_factory=lambda: [0.0, 0.2, 0.4, 0.6, 0.8, 1.0])
+    max_no_speech_prob: float = 0.6
+    min_avg_logprob: float = -1.0
+    max_compression_ratio: float = 2.4
+
+
+@dataclass(frozen=True)
+class SplitParams:
+    """Grouped (by source) train/validation/test split."""
+
+    seed: int = 13
+    validation_fraction: float = 0.2
+    test_fraction: float = 0.2
+    min_duration_s: float = 0.5
+    max_duration_s: float = 30.0
+
+
+@dataclass(frozen=True)
+class TrainParams:
+    """Seq2SeqTrainer settings. Defaults are sized for a CPU demo; see README for GPU."""
+
+    seed: int = 42
+    learning_rate: float = 1e-5
+    lr_scheduler: str = "constant_with_warmup"
+    warmup_steps: int = 5
+    max_steps: int = 30
+    per_device_batch_size: int = 4
+    gradient_accumulation_steps: int = 1
+    weight_decay: float = 0.0
+    freeze_encoder: bool = True
+    gradient_checkpointing: bool = False
+    precision: str = "auto"
+    eval_steps: int = 0
+    logging_steps: int = 5
+    generation_max_length: int = 225
+    dataloader_num_workers: int = 0
+
+
+@dataclass(frozen=True)
+class EvaluateParams:
+    """How baseline and fine-tuned models are scored on the test split."""
+
+    beam_size: int = 5
+    compute_type: str = "auto"
+    device: str = "auto"
+
+
+@dataclass(frozen=True)
+class Params:
+    """The whole ``params.yaml``."""
+
+    sources: dict[str, SourceParams]
+    base_model: str = "bundled:whisper-base"
+    language: str = "en"
+    task: str = "transcribe"
+    download: DownloadParams = field(default_factory=DownloadParams)
+    segment: SegmentParams = field(default_factory=SegmentParams)
+    labels: LabelParams = field(default_factory=LabelParams)
+    split: SplitParams = field(default_factory=SplitParams)
+    train: TrainParams = field(default_factory=TrainParams)
+    evaluate: EvaluateParams = field(default_factory=EvaluateParams)
+
+    def source(self, name: str) -> SourceParams:
+        """The source called ``name``, or a clear error listing the known names."""
+        if name not in self.sources:
+            known = ", ".join(sorted(self.sources)) or "none"
+            raise ParamsError(f"params.yaml: sources.{name}: no such source (known: {known})")
+        return self.sources[name]
+
+    def language_of(self, name: str) -> str:
+        """A source's language, falling back to the global ``language``."""
+        return self.source(name).language or self.language
+
+
+def load_params(path: str | Path = DEFAULT_PARAMS_FILE) -> Params:
+    """Read and validate ``params.yaml``; raise :class:`ParamsError` naming any bad key."""
+    path = Path(path)
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except FileNotFoundError as exc:
+        raise ParamsError(f"{path}: file not found") from exc
+    except yaml.YAMLError as exc:
+        raise ParamsError(f"{path}: not valid YAML: {exc}") from exc
+    return parse_params(raw, str(path))
+
+
+def parse_params(raw: Any, origin: str = "params.yaml") -> Params:
+    """Validate an already-parsed params mapping."""
+    if not isinstance(raw, dict):
+        raise ParamsError(f"{origin}: expected a mapping at the top level")
+    raw = dict(raw)
+    sources_raw = raw.pop("sources", None)
+    if not isinstance(sources_raw, dict) or not sources_raw:
+        raise ParamsError(f"{origin}: sources: expected a non-empty mapping of name -> entry")
+    sources = {}
+    for name, entry in sources_raw.items():
+        key = f"sources.{name}"
+        if not isinstance(name, str) or not SOURCE_NAME_RE.match(name):
+            raise ParamsError(
+                f"{origin}: {key}: source names use letters, digits, '_', '-', '.' (max 64)"
+            )
+        if isinstance(entry, str | list):
+            entry = {"url": entry}
+        sources[name] = _build(SourceParams, entry, key, origin)
+    params = _build(Params, {**raw, "sources": {}}, "", origin)
+    params = dataclasses.replace(params, sources=sources)
+    _check_values(params, origin)
+    return params
+
+
+def _build(cls: type, data: Any, prefix: str, origin: str) -> Any:
+    """Build dataclass ``cls`` from ``data``, checking keys and types recursively."""
+    where = prefix or "top level"
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ParamsError(f"{origin}: {where}: expected a mapping, got {data!r}")
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - names)
+    if unknown:
+        key = f"{prefix}.{unknown[0]}" if prefix else unknown[0]
+        raise ParamsError(f"{origin}: {key}: unknown key (allowed: {', '.join(sorted(names))})")
+    kwargs = {}
+    for f in dataclasses.fields(cls):
+        key = f"{prefix}.{f.name}" if prefix else f.name
+        if f.name not in data:
+            if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+                raise ParamsError(f"{origin}: {key}: required key is missing")
+            continue
+        kwargs[f.name] = _coerce(hints[f.name], data[f.name], key, origin)
+    return cls(**kwargs)
+
+
+def _coerce(tp: Any, value: Any, key: str, origin: str) -> Any:
+    """Check ``value`` against type ``tp`` (a small subset of typing) and return it."""
+    if dataclasses.is_dataclass(tp):
+        return _build(tp, value, key, origin)
+    orig = typing.get_origin(tp)
+    if orig in (typing.Union, types.UnionType):
+        options = typing.get_args(tp)
+        if value is None and type(None) in options:
+            return None
+        errors = []
+        for option in options:
+            if option is type(None):
+                continue
+            try:
+                return _coerce(option, value, key, origin)
+            except ParamsError as exc:
+                errors.append(str(exc))
+        if len(errors) == 1:
+            raise ParamsError(errors[0])
+        raise ParamsError(f"{origin}: {key}: bad value {value!r}")
+    if orig is list:
+        if not isinstance(value, list):
+            raise ParamsError(f"{origin}: {key}: expected a list, got {value!r}")
+        (item_tp,) = typing.get_args(tp)
+        return [_coerce(item_tp, v, f"{key}[{i}]", origin) for i, v in enumerate(value)]
+    if orig is dict:
+        if not isinstance(value, dict):
+            raise ParamsError(f"{origin}: {key}: expected a mapping, got {value!r}")
+        return dict(value)
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise ParamsError(f"{origin}: {key}: expected true or false, got {value!r}")
+        return value
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ParamsError(f"{origin}: {key}: expected an integer, got {value!r}")
+        return value
+    if tp is float:
+        if isinstance(value, str):
+            try:  # YAML 1.1 reads "1e-5" as a string; accept it as a number.
+                return float(value)
+            except ValueError:
+                pass
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise ParamsError(f"{origin}: {key}: expected a number, got {value!r}")
+        return float(value)
+    if tp is str:
+        if not isinstance(value, str) or not value:
+            raise ParamsError(f"{origin}: {key}: expected a non-empty string, got {value!r}")
+        return value
+    raise TypeError(f"unsupported params type {tp!r} for {key}")
+
+
+def _check_values(p: Params, origin: str) -> None:
+    """Range and choice checks that types alone cannot express."""
+
+    def bad(key: str, why: str) -> ParamsError:
+        return ParamsError(f"{origin}: {key}: {why}")
+
+    for key, lang in [("language", p.language)] + [
+        (f"sources.{n}.language", s.language) for n, s in p.sources.items()
+    ]:
+        if lang is not None and not LANGUAGE_RE.match(lang):
+            raise bad(key, f"expected a language code like 'en' or 'zh-TW', got {lang!r}")
+    if p.task not in ("transcribe", "translate"):
+        raise bad("task", "expected 'transcribe' or 'translate'")
+    seg = p.segment
+    if seg.method not in ("fixed", "vad"):
+        raise bad("segment.method", f"expected 'fixed' or 'vad', got {seg.method!r}")
+    if not 0 < seg.length_s <= 30:
+        raise bad("segment.length_s", "must be in (0, 30] (Whisper's window is 30 s)")
+    if not 0 <= seg.overlap_s < seg.length_s:
+        raise bad("segment.overlap_s", "must be >= 0 and smaller than segment.length_s")
+    if not 0 < seg.max_s <= 30:
+        raise bad("segment.max_s", "must be in (0, 30]")
+    if not 0 <= seg.min_s <= min(seg.length_s, seg.max_s):
+        raise bad("segment.min_s", "must be >= 0 and <= length_s and max_s")
+    if seg.pad_ms < 0:
+        raise bad("segment.pad_ms", "must be >= 0")
+    sp = p.split
+    for key, frac in [("validation_fraction", sp.validation_fraction),
+                      ("test_fraction", sp.test_fraction)]:
+        if not 0 <= frac < 1:
+            raise bad(f"split.{key}", "must be in [0, 1)")
+    if sp.validation_fraction + sp.test_fraction >= 1:
+        raise bad("split.test_fraction", "validation_fraction + test_fraction must be < 1")
+    if p.labels.beam_size < 1:
+        raise bad("labels.beam_size", "must be >= 1")
+    if p.evaluate.beam_size < 1:
+        raise bad("evaluate.beam_size", "must be >= 1")
+    tr = p.train
+    positive = ("learning_rate", "max_steps", "per_device_batch_size",
+                "gradient_accumulation_steps", "logging_steps", "generation_max_length")
+    for name in positive:
+        if getattr(tr, name) <= 0:
+            raise bad(f"train.{name}", "must be > 0")
+    if tr.generation_max_length > 448:
+        raise bad("train.generation_max_length", "must be <= 448 (Whisper's decoder limit)")
+    for name in ("warmup_steps", "eval_steps", "dataloader_num_workers"):
+        if getattr(tr, name) < 0:
+            raise bad(f"train.{name}", "must be >= 0")
+    if tr.precision not in ("auto", "fp32", "fp16", "bf16"):
+        raise bad("train.precision", "expected auto, fp32, fp16 or bf16")
+    for name, src in p.sources.items():
+        for i, url in enumerate(src.urls):
+            if not isinstance(url, str) or not url.strip():
+                raise bad(f"sources.{name}.url[{i}]", "expected a URL or a path")
+            scheme = url.split("://", 1)[0].lower() if "://" in url else ""
+            if scheme and scheme not in ("http", "https", "file", "ftp", "ytsearch"):
+                raise bad(f"sources.{name}.url", f"unsupported URL scheme {scheme!r}")
+
+
+def parse_section(cls: type, data: Any, key: str, origin: str = "params.yaml") -> Any:
+    """Validate one section (e.g. a source's download ``options``) against ``cls``."""
+    return _build(cls, data, key, origin)

@@ -1,0 +1,187 @@
+"""Grouped train/validation/test split: a video never appears in two splits.
+
+The seed split overlapping chunks at random, so nearly every test chunk shared audio with a
+training chunk. Here whole videos (source items) are assigned to splits, in an order fixed
+by a hash of the seed and the item name, until each split holds its fraction of the hours.
+Validation and test utterances come from the video's subtitles when it has them (gold
+text, cut at cue times); otherwise they fall back to pseudo-labels, and the ``reference``
+column says which.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+
+from tubetune.fsutil import atomic_path, atomic_write_text
+from tubetune.params import SplitParams
+from tubetune.segment import Span, write_chunks
+from tubetune.subtitles import read_vtt
+from tubetune.text import clean_target
+
+log = logging.getLogger(__name__)
+
+SPLITS = ("train", "validation", "test")
+COLUMNS = ["path", "text", "source", "item", "start_ms", "end_ms", "duration_s", "language",
+           "reference"]
+
+
+@dataclass(frozen=True)
+class Video:
+    """One source item with what the split needs to know about it."""
+
+    source: str
+    item: str
+    language: str
+    duration_s: float
+    labels: pd.DataFrame
+    subtitle: Path | None
+    audio: Path
+
+    @property
+    def key(self) -> str:
+        """Unique name across sources."""
+        return f"{self.source}/{self.item}"
+
+
+def assign_splits(videos: list[Video], params: SplitParams) -> dict[str, str]:
+    """Map each video key to a split; deterministic from ``params.seed``."""
+    order = sorted(
+        videos, key=lambda v: hashlib.sha256(f"{params.seed}:{v.key}".encode()).hexdigest()
+    )
+    total = sum(v.duration_s for v in videos) or 1.0
+    wanted = {"test": params.test_fraction, "validation": params.validation_fraction}
+    # Each evaluation split with a non-zero fraction gets at least one video while at least
+    # one video is left for training.
+    assignment: dict[str, str] = {}
+    hours = {"test": 0.0, "validation": 0.0}
+    remaining = list(order)
+    for split in ("test", "validation"):
+        while remaining and len(remaining) > 1 and wanted[split] > 0:
+            if hours[split] / total >= wanted[split] and hours[split] > 0:
+                break
+            video = remaining.pop(0)
+            assignment[video.key] = split
+            hours[split] += video.duration_s
+    for video in remaining:
+        assignment[video.key] = "train"
+    return assignment
+
+
+def _gold_rows(video: Video, tmp_audio: Path, final_audio: Path,
+               params: SplitParams) -> list[dict]:
+    """Utterances cut at subtitle cue times, each written as its own WAV file.
+
+    Files are written under ``tmp_audio``; the CSV rows name them under ``final_audio``.
+    """
+    cues = [
+        c for c in read_vtt(video.subtitle)
+        if params.min_duration_s <= c.duration_ms / 1000 <= params.max_duration_s
+        and c.end_ms <= video.duration_s * 1000 + 500
+    ]
+    spans = [Span(c.start_ms, min(c.end_ms, int(video.duration_s * 1000))) for c in cues]
+    paths = write_chunks(video.audio, spans, tmp_audio / video.source, video.item)
+    return [
+        {"path": (final_audio / p.relative_to(tmp_audio)).as_posix(),
+         "text": clean_target(c.text), "source": video.source, "item": video.item,
+         "start_ms": s.start_ms, "end_ms": s.end_ms,
+         "duration_s": round((s.end_ms - s.start_ms) / 1000, 3), "language": video.language,
+         "reference": "subtitles"}
+        for c, s, p in zip(cues, spans, paths, strict=True)
+    ]
+
+
+def _pseudo_rows(video: Video, params: SplitParams) -> list[dict]:
+    labels = video.labels
+    keep = labels["duration_s"].between(params.min_duration_s, params.max_duration_s)
+    rows = labels[keep]
+    return [
+        {"path": r.path, "text": r.text, "source": video.source, "item": video.item,
+         "start_ms": r.start_ms, "end_ms": r.end_ms, "duration_s": r.duration_s,
+         "language": video.language, "reference": "pseudo"}
+        for r in rows.itertuples(index=False)
+    ]
+
+
+def build_splits(videos: list[Video], out_dir: Path, metrics_path: Path,
+                 params: SplitParams) -> dict[str, pd.DataFrame]:
+    """Write ``train/validation/test.csv`` (+ gold utterance audio) and a split report."""
+    if not videos:
+        raise ValueError("split: no labelled videos to split")
+    assignment = assign_splits(videos, params)
+    rows: dict[str, list[dict]] = {s: [] for s in SPLITS}
+    with atomic_path(out_dir / "audio") as audio_dir:
+        audio_dir.mkdir()
+        for video in videos:
+            split = assignment[video.key]
+            use_gold = split != "train" and video.subtitle is not None
+            rows[split] += (
+                _gold_rows(video, audio_dir, out_dir / "audio", params)
+                if use_gold
+                else _pseudo_rows(video, params)
+            )
+    frames = {}
+    for split in SPLITS:
+        frame = pd.DataFrame(rows[split], columns=COLUMNS)
+        frame = frame.sort_values(["source", "item", "start_ms"], kind="stable")
+        with atomic_path(out_dir / f"{split}.csv") as tmp:
+            frame.to_csv(tmp, index=False, lineterminator="\n")
+        frames[split] = frame
+    report = {
+        split: {
+            "utterances": len(frames[split]),
+            "hours": round(float(frames[split]["duration_s"].sum()) / 3600, 4),
+            "videos": sorted(k for k, s in assignment.items() if s == split),
+            "reference": sorted(set(frames[split]["reference"])),
+        }
+        for split in SPLITS
+    }
+    atomic_write_text(metrics_path, json.dumps(report, indent=2) + "\n")
+    for split in SPLITS:
+        log.info("split %s: %d utterances, %.3f h, videos %s", split,
+                 report[split]["utterances"], report[split]["hours"], report[split]["videos"])
+    if frames["train"].empty:
+        raise ValueError("split: the train split is empty (no kept labels in train videos)")
+    return frames
+
+
+
+def _pick_subtitle(raw_dir: Path, names: str, language: str) -> Path | None:
+    """The subtitle file in the video's language (``<item>.<lang>.vtt``), if any."""
+    files = [raw_dir / n for n in str(names or "").split(";") if n]
+    lang = language.split("-")[0].lower()
+    for path in files:
+        parts = path.name.split(".")
+        if len(parts) >= 3 and parts[-2].split("-")[0].lower() == lang and path.is_file():
+            return path
+    return None
+
+
+def load_videos(
+    languages: dict[str, str], raw_root: Path, resampled_root: Path, labels_root: Path
+) -> list[Video]:
+    """Every video of the named sources that made it through resampling and labelling."""
+    videos = []
+    for source, language in sorted(languages.items()):
+        manifest = pd.read_csv(raw_root / source / "manifest.csv", dtype=str, keep_default_na=False)
+        audio = pd.read_csv(resampled_root / source / "audio.csv", dtype={"item": str})
+        labels = pd.read_csv(labels_root / source / "labels.csv", dtype={"item": str, "text": str},
+                             keep_default_na=False)
+        durations = dict(zip(audio["item"], audio["duration_s"], strict=True))
+        for row in manifest.itertuples(index=False):
+            if row.item not in durations:
+                log.warning("split: %s/%s has no resampled audio; left out", source, row.item)
+                continue
+            videos.append(Video(
+                source=source, item=row.item, language=row.language or language,
+                duration_s=float(durations[row.item]),
+                labels=labels[labels["item"] == row.item],
+                subtitle=_pick_subtitle(raw_root / source, row.subtitles, row.language or language),
+                audio=resampled_root / source / f"{row.item}.wav",
+            ))
+    return videos

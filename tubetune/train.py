@@ -1,0 +1,211 @@
+"""Fine-tuning with ``Seq2SeqTrainer``: the course seed's ``Trainer`` class, done right.
+
+:class:`FineTuner` loads the model and processor once and keeps them in memory (a server
+can hold one), forces language and task through the tokenizer prefix and the generation
+config, computes features on the fly, and resumes from the newest checkpoint when a run
+was interrupted.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from transformers import (
+    Seq2SeqTrainer,
+    Seq2SeqTrainingArguments,
+    WhisperForConditionalGeneration,
+    WhisperProcessor,
+)
+from transformers.trainer_utils import get_last_checkpoint
+
+from tubetune.dataset import WhisperCollator, load_manifest, whisper_language
+from tubetune.fsutil import atomic_path, atomic_write_text
+from tubetune.metrics import error_rates
+from tubetune.params import TrainParams
+from tubetune.text import uses_characters
+
+log = logging.getLogger(__name__)
+
+
+def precision_flags(precision: str) -> dict[str, bool]:
+    """``auto``: bf16 on GPUs that support it, else fp16 on CUDA, fp32 on CPU."""
+    cuda = torch.cuda.is_available()
+    if precision == "auto" and not cuda:
+        precision = "fp32"
+    elif precision == "auto":
+        precision = "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+    if precision in ("fp16", "bf16") and not cuda:
+        raise ValueError(f"train.precision: {precision} needs a CUDA GPU; use auto or fp32")
+    if cuda:
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+    return {"fp16": precision == "fp16", "bf16": precision == "bf16"}
+
+
+@dataclass
+class FineTuner:
+    """Holds a Whisper model + processor and fine-tunes it on manifest CSVs."""
+
+    model_dir: Path
+    language: str
+    task: str
+    params: TrainParams
+
+    def __post_init__(self) -> None:
+        self.processor = WhisperProcessor.from_pretrained(self.model_dir)
+        self.model = WhisperForConditionalGeneration.from_pretrained(self.model_dir)
+        self.enforce_language(self.language)
+        if self.params.freeze_encoder:
+            self.model.freeze_encoder()
+        self.metric = "cer" if uses_characters(self.language) else "wer"
+
+    def enforce_language(self, language: str) -> None:
+        """Force language and task at generation time (no language detection drift)."""
+        gen = self.model.generation_config
+        gen.language = whisper_language(language)
+        gen.task = self.task
+        gen.forced_decoder_ids = None
+        self.model.config.forced_decoder_ids = None
+        self.processor.tokenizer.set_prefix_tokens(
+            language=whisper_language(language), task=self.task, predict_timestamps=False
+        )
+
+    def compute_metrics(self, pred: Any) -> dict[str, float]:
+        """WER and CER of generated text against the labels."""
+        tokenizer = self.processor.tokenizer
+        label_ids = np.where(pred.label_ids == -100, tokenizer.pad_token_id, pred.label_ids)
+        pred_ids = np.where(pred.predictions == -100, tokenizer.pad_token_id, pred.predictions)
+        hyps = tokenizer.batch_decode(pred_ids, skip_special_tokens=True)
+        refs = tokenizer.batch_decode(label_ids, skip_special_tokens=True)
+        rates = error_rates(refs, hyps, self.language)
+        return {"wer": rates.wer, "cer": rates.cer}
+
+    def build_trainer(
+        self,
+        train_csv: Path,
+        validation_csv: Path | None,
+        checkpoints_dir: Path,
+        callbacks: list[Any] | None = None,
+    ) -> Seq2SeqTrainer:
+        """A ready Seq2SeqTrainer over the given manifests."""
+        p = self.params
+        train_ds = load_manifest(train_csv)
+        eval_ds = load_manifest(validation_csv) if validation_csv else None
+        if eval_ds is not None and len(eval_ds) == 0:
+            eval_ds = None
+        eval_steps = p.eval_steps or p.max_steps
+        args = Seq2SeqTrainingArguments(
+            output_dir=str(checkpoints_dir),
+            per_device_train_batch_size=p.per_device_batch_size,
+            per_device_eval_batch_size=p.per_device_batch_size,
+            gradient_accumulation_steps=p.gradient_accumulation_steps,
+            learning_rate=p.learning_rate,
+            lr_scheduler_type=p.lr_scheduler,
+            warmup_steps=p.warmup_steps,
+            max_steps=p.max_steps,
+            weight_decay=p.weight_decay,
+            gradient_checkpointing=p.gradient_checkpointing,
+            eval_strategy="steps" if eval_ds is not None else "no",
+            eval_steps=eval_steps,
+            save_strategy="steps",
+            save_steps=eval_steps,
+            save_total_limit=2,
+            logging_steps=p.logging_steps,
+            predict_with_generate=True,
+            generation_max_length=p.generation_max_length,
+            metric_for_best_model=self.metric if eval_ds is not None else None,
+            greater_is_better=False,
+            load_best_model_at_end=eval_ds is not None,
+            remove_unused_columns=False,
+            label_names=["labels"],
+            dataloader_num_workers=p.dataloader_num_workers,
+            seed=p.seed,
+            data_seed=p.seed,
+            report_to=[],
+            disable_tqdm=False,
+            **precision_flags(p.precision),
+        )
+        collator = WhisperCollator(self.processor, self.task, self.language)
+        return Seq2SeqTrainer(
+            model=self.model,
+            args=args,
+            train_dataset=train_ds,
+            eval_dataset=eval_ds,
+            data_collator=collator,
+            processing_class=self.processor,
+            compute_metrics=self.compute_metrics if eval_ds is not None else None,
+            callbacks=callbacks or [],
+        )
+
+    def run(
+        self,
+        train_csv: Path,
+        validation_csv: Path | None,
+        output_dir: Path,
+        checkpoints_dir: Path,
+        callbacks: list[Any] | None = None,
+    ) -> dict[str, Any]:
+        """Train (resuming from the last checkpoint if any) and save the final model."""
+        trainer = self.build_trainer(train_csv, validation_csv, checkpoints_dir, callbacks)
+        last = get_last_checkpoint(str(checkpoints_dir)) if checkpoints_dir.is_dir() else None
+        if last:
+            log.info("resuming from %s", last)
+        result = trainer.train(resume_from_checkpoint=last)
+        self.save(output_dir)
+        summary = {
+            "train_loss": round(float(result.training_loss), 4),
+            "steps": int(result.global_step),
+            "train_samples_per_second": round(float(result.metrics["train_samples_per_second"]), 3),
+            "train_runtime_s": round(float(result.metrics["train_runtime"]), 1),
+        }
+        best = trainer.state.best_metric
+        if best is not None:
+            summary[f"best_eval_{self.metric}"] = round(float(best), 2)
+        return summary
+
+    def save(self, output_dir: Path) -> None:
+        """Write model, processor and generation config atomically."""
+        with atomic_path(output_dir) as tmp:
+            self.model.save_pretrained(tmp)
+            self.processor.save_pretrained(tmp)
+            extractor = tmp / "preprocessor_config.json"
+            if not extractor.exists():  # faster-whisper reads this file name
+                self.processor.feature_extractor.to_json_file(extractor)
+
+
+def train_stage(
+    train_csv: Path,
+    validation_csv: Path,
+    base_model_dir: Path,
+    output_dir: Path,
+    checkpoints_dir: Path,
+    live_dir: Path,
+    metrics_path: Path,
+    language: str,
+    task: str,
+    params: TrainParams,
+) -> dict[str, Any]:
+    """The ``train`` stage: fine-tune, log curves with dvclive, write the summary metric."""
+    from dvclive import Live
+    from transformers.integrations import DVCLiveCallback
+
+    torch.manual_seed(params.seed)
+    resuming = checkpoints_dir.is_dir() and get_last_checkpoint(str(checkpoints_dir))
+    if live_dir.exists() and not resuming:
+        shutil.rmtree(live_dir)
+    live = Live(str(live_dir), dvcyaml=False, save_dvc_exp=False, resume=bool(resuming))
+    tuner = FineTuner(base_model_dir, language, task, params)
+    summary = tuner.run(
+        train_csv, validation_csv, output_dir, checkpoints_dir, [DVCLiveCallback(live=live)]
+    )
+    live.end()
+    atomic_write_text(metrics_path, json.dumps(summary, indent=2) + "\n")
+    log.info("train: %s", summary)
+    return summary
