@@ -1,0 +1,75 @@
+"""params.yaml validation: every mistake is caught up front, naming the key."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tubetune.params import ParamsError, load_params, parse_params
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def base() -> dict:
+    return yaml.safe_load((ROOT / "params.yaml").read_text())
+
+
+def test_project_params_are_valid() -> None:
+    params = load_params(ROOT / "params.yaml")
+    assert params.base_model == "bundled:whisper-base"
+    assert len(params.sources) == 5
+    assert params.train.learning_rate == 1e-5
+    assert params.language_of("cooking-tips") == "en"
+
+
+@pytest.mark.parametrize(
+    ("change", "key"),
+    [
+        ({"trian": {}}, "trian: unknown key"),
+        ({"train": {"max_steps": "many"}}, "train.max_steps: expected an integer"),
+        ({"train": {"learning_rate": "fast"}}, "train.learning_rate: expected a number"),
+        ({"train": {"freeze_encoder": "yes"}}, "train.freeze_encoder: expected true or false"),
+        ({"train": {"lr": 1}}, "train.lr: unknown key"),
+        ({"segment": {"overlap_s": 10}}, "segment.overlap_s"),
+        ({"segment": {"method": "magic"}}, "segment.method"),
+        ({"segment": {"max_s": 45}}, "segment.max_s"),
+        ({"split": {"test_fraction": 0.6, "validation_fraction": 0.5}}, "split.test_fraction"),
+        ({"language": "English"}, "language: expected a language code"),
+        ({"sources": {"a": {"url": "gopher://x"}}}, "sources.a.url: unsupported URL scheme"),
+        ({"sources": {"a": {"url": "x.mp4", "lang": "en"}}}, "sources.a.lang: unknown key"),
+        ({"sources": {"bad name!": {"url": "x.mp4"}}}, "sources.bad name!"),
+        ({"sources": {}}, "sources: expected a non-empty mapping"),
+        ({"train": {"precision": "fp8"}}, "train.precision"),
+    ],
+)
+def test_bad_values_name_the_key(change: dict, key: str) -> None:
+    raw = base()
+    for section, value in change.items():
+        if isinstance(value, dict) and isinstance(raw.get(section), dict) and section != "sources":
+            raw[section] = {**raw[section], **value}
+        else:
+            raw[section] = value
+    with pytest.raises(ParamsError, ) as info:
+        parse_params(raw)
+    assert key in str(info.value)
+
+
+def test_source_shorthand_and_lists() -> None:
+    raw = base()
+    raw["sources"] = {"one": "a.mp4", "many": ["https://x.invalid/a", "b.mp4"]}
+    params = parse_params(raw)
+    assert params.sources["one"].urls == ["a.mp4"]
+    assert params.sources["many"].urls == ["https://x.invalid/a", "b.mp4"]
+
+
+def test_unknown_source_is_a_clear_error() -> None:
+    params = load_params(ROOT / "params.yaml")
+    with pytest.raises(ParamsError, match=r"sources\.nope: no such source"):
+        params.source("nope")
+
+
+def test_missing_file_is_named(tmp_path: Path) -> None:
+    with pytest.raises(ParamsError, match="file not found"):
+        load_params(tmp_path / "params.yaml")

@@ -1,0 +1,145 @@
+"""End-to-end: the real pipeline (real yt-dlp, ffmpeg, whisper-base, DVC) in a project copy.
+
+One full ``dvc repro`` runs once per session (train shortened to a few steps); the tests
+then check what DVC and the outputs say about it. Slow, and kept in CI on purpose.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+
+from tests.conftest import copy_project, edit_params, run
+
+pytestmark = pytest.mark.slow
+
+FAST_TRAIN = {"train.max_steps": 3, "train.per_device_batch_size": 2, "train.warmup_steps": 1,
+              "train.logging_steps": 1}
+DATA_STAGES = ("download", "convert", "resample", "segment", "pseudo-label")
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A project copy on which ``dvc repro`` has run once, from scratch."""
+    repo = copy_project(tmp_path_factory.mktemp("pipeline") / "repo")
+    edit_params(repo, **FAST_TRAIN)
+    run(["git", "commit", "-qam", "fast train params"], repo)
+    run(["dvc", "repro"], repo)
+    return repo
+
+
+def would_run(repo: Path) -> set[str]:
+    """Stages ``dvc repro`` would run now (from ``--dry`` output)."""
+    out = run(["dvc", "repro", "--dry"], repo).stdout
+    return set(re.findall(r"Running stage '([^']+)'", out))
+
+
+def lock_hashes(repo: Path) -> dict[str, str]:
+    """Output path -> md5 from dvc.lock."""
+    lock = yaml.safe_load((repo / "dvc.lock").read_text())
+    return {
+        out["path"]: out["md5"]
+        for stage in lock["stages"].values()
+        for out in stage.get("outs", [])
+        if "md5" in out
+    }
+
+
+def test_metrics_report_baseline_and_finetuned(project: Path) -> None:
+    metrics = json.loads((project / "metrics/eval.json").read_text())
+    for model in ("baseline", "finetuned"):
+        assert 0 <= metrics[model]["wer"] < 60, metrics
+        assert 0 <= metrics[model]["cer"] < 60, metrics
+    assert metrics["test"]["reference"] == "subtitles"
+    shown = run(["dvc", "metrics", "show"], project).stdout
+    assert "baseline.wer" in shown and "finetuned.cer" in shown
+    predictions = pd.read_csv(project / "data/eval/predictions.csv")
+    assert {"text", "baseline", "finetuned", "baseline_error"} <= set(predictions.columns)
+    assert len(predictions) == metrics["test"]["utterances"] > 0
+
+
+def test_no_video_spans_two_splits(project: Path) -> None:
+    items = {
+        split: set(pd.read_csv(project / f"data/split/{split}.csv")["item"])
+        for split in ("train", "validation", "test")
+    }
+    assert items["train"] and items["test"]
+    assert not items["train"] & items["test"]
+    assert not items["train"] & items["validation"]
+    assert not items["validation"] & items["test"]
+
+
+def test_second_repro_is_a_no_op_and_dag_has_every_stage(project: Path) -> None:
+    out = run(["dvc", "repro"], project).stdout
+    assert "up to date" in out, out
+    dag = run(["dvc", "dag"], project).stdout
+    for name in ("base-model", *DATA_STAGES, "split", "train", "evaluate"):
+        assert name in dag
+
+
+def test_segment_change_reruns_segment_and_downstream_only(project: Path) -> None:
+    edit_params(project, **{"segment.length_s": 8})
+    try:
+        stages = would_run(project)
+    finally:
+        run(["git", "checkout", "params.yaml"], project)
+    families = {s.split("@")[0] for s in stages}
+    assert families == {"segment", "pseudo-label", "split", "train", "export", "evaluate"}
+
+
+def test_learning_rate_change_reruns_train_and_evaluate_only(project: Path) -> None:
+    edit_params(project, **{"train.learning_rate": 2.0e-5})
+    try:
+        stages = would_run(project)
+    finally:
+        run(["git", "checkout", "params.yaml"], project)
+    assert stages == {"train", "export", "evaluate"}
+
+
+def test_adding_a_source_runs_only_that_source(project: Path) -> None:
+    edit_params(project, **{"sources.extra": {"url": "data/sample/sky-science.ogg"}})
+    try:
+        stages = would_run(project)
+    finally:
+        run(["git", "checkout", "params.yaml"], project)
+    per_source = {s for s in stages if "@" in s}
+    assert per_source == {f"{stage}@extra" for stage in DATA_STAGES}
+
+
+def test_bad_source_is_named_and_others_are_kept(project: Path) -> None:
+    edit_params(project, **{"sources.broken": {"url": "data/sample/no-such-file.mp4"}})
+    try:
+        proc = run(["dvc", "repro", "--keep-going"], project, check=False)
+    finally:
+        run(["git", "checkout", "params.yaml"], project)
+    assert proc.returncode != 0
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "broken" in errors[0] and "no-such-file.mp4" in errors[0], (
+        proc.stderr[-3000:]
+    )
+    assert (project / "data/labels/cooking-tips/labels.csv").is_file()
+
+
+def test_exp_run_with_changed_train_param_lists_metrics(project: Path) -> None:
+    run(["dvc", "exp", "run", "-S", "train.learning_rate=3e-5", "-n", "lr3e5"], project)
+    shown = json.loads(run(["dvc", "exp", "show", "--json"], project).stdout)
+    text = json.dumps(shown)
+    assert "lr3e5" in text and "finetuned" in text and "3e-05" in text
+
+
+def test_outputs_are_byte_identical_across_runs_from_scratch(
+    project: Path, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    other = copy_project(tmp_path_factory.mktemp("again") / "repo")
+    edit_params(other, **FAST_TRAIN)
+    run(["dvc", "repro", "split"], other)
+    first, second = lock_hashes(project), lock_hashes(other)
+    compared = [p for p in second if p.startswith(("data/", "models/base"))]
+    assert len(compared) >= 5 * len(DATA_STAGES)
+    differing = [p for p in compared if first.get(p) != second[p]]
+    assert not differing
