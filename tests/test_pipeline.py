@@ -14,7 +14,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from tests.conftest import copy_project, edit_params, run
+from helpers.project import copy_project, edit_params, run
 
 pytestmark = pytest.mark.slow
 

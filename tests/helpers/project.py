@@ -1,4 +1,4 @@
-"""Shared test helpers: a throw-away copy of the project and a command runner."""
+"""Test helpers: a throw-away copy of the project, a command runner, params edits."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from pathlib import Path
 
 import yaml
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 VENV_BIN = Path(sys.executable).parent
 
 
