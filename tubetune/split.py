@@ -54,7 +54,7 @@ def assign_splits(videos: list[Video], params: SplitParams) -> dict[str, str]:
     order = sorted(
         videos, key=lambda v: hashlib.sha256(f"{params.seed}:{v.key}".encode()).hexdigest()
     )
-    total = sum(v.duration_s for v in videos) or 1.0
+    total = sum(v.duration_s for v in videos)
     wanted = {"test": params.test_fraction, "validation": params.validation_fraction}
     # Each evaluation split with a non-zero fraction gets at least one video while at least
     # one video is left for training.
@@ -62,10 +62,15 @@ def assign_splits(videos: list[Video], params: SplitParams) -> dict[str, str]:
     hours = {"test": 0.0, "validation": 0.0}
     remaining = list(order)
     for split in ("test", "validation"):
-        while remaining and len(remaining) > 1 and wanted[split] > 0:
-            if hours[split] / total >= wanted[split] and hours[split] > 0:
+        target = wanted[split] * total
+        while len(remaining) > 1 and target > 0:
+            video = remaining[0]
+            # Take the next video while that brings the split closer to its share of hours.
+            if hours[split] and abs(hours[split] + video.duration_s - target) >= abs(
+                hours[split] - target
+            ):
                 break
-            video = remaining.pop(0)
+            remaining.pop(0)
             assignment[video.key] = split
             hours[split] += video.duration_s
     for video in remaining:
