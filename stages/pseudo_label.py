@@ -1,4 +1,4 @@
-"""Stage pseudo-label@SOURCE: transcribe every chunk with the teacher; keep good labels."""
+"""Stage pseudo-label@SOURCE: label every chunk (subtitles or the teacher); keep good labels."""
 
 from pathlib import Path
 
@@ -11,7 +11,7 @@ def main(argv: list[str]) -> None:
     (name,) = argv
     params = load_params()
     label_source(
-        Path("data/segments") / name, Path("data/labels") / name, name,
+        Path("data/segments") / name, Path("data/raw") / name, Path("data/labels") / name, name,
         model_dir=Path("models/base/ct2"), language=params.language_of(name),
         task=params.task, params=params.labels,
     )

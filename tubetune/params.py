@@ -76,6 +76,9 @@ class SegmentParams:
 class LabelParams:
     """Teacher (pseudo-labelling) settings and label filters."""
 
+    source: str = "auto"
+    max_subtitle_disagreement: float = 50.0
+    max_subtitle_cut: float = 0.2
     device: str = "auto"
     compute_type: str = "auto"
     beam_size: int = 5
@@ -300,6 +303,10 @@ def _check_values(p: Params, origin: str) -> None:
             raise bad(f"split.{key}", "must be in [0, 1)")
     if sp.validation_fraction + sp.test_fraction >= 1:
         raise bad("split.test_fraction", "validation_fraction + test_fraction must be < 1")
+    if p.labels.source not in ("auto", "pseudo", "subtitles"):
+        raise bad("labels.source", f"expected auto, pseudo or subtitles, got {p.labels.source!r}")
+    if not 0 <= p.labels.max_subtitle_cut <= 1:
+        raise bad("labels.max_subtitle_cut", "must be in [0, 1]")
     if p.labels.beam_size < 1:
         raise bad("labels.beam_size", "must be >= 1")
     if p.evaluate.beam_size < 1:

@@ -21,7 +21,7 @@ import pandas as pd
 from tubetune.fsutil import atomic_path, atomic_write_text
 from tubetune.params import SplitParams
 from tubetune.segment import Span, write_chunks
-from tubetune.subtitles import read_vtt
+from tubetune.subtitles import pick_subtitle, read_vtt
 from tubetune.text import clean_target
 
 log = logging.getLogger(__name__)
@@ -108,7 +108,7 @@ def _pseudo_rows(video: Video, params: SplitParams) -> list[dict]:
     return [
         {"path": r.path, "text": r.text, "source": video.source, "item": video.item,
          "start_ms": r.start_ms, "end_ms": r.end_ms, "duration_s": r.duration_s,
-         "language": video.language, "reference": "pseudo"}
+         "language": video.language, "reference": r.label_source}
         for r in rows.itertuples(index=False)
     ]
 
@@ -156,17 +156,6 @@ def build_splits(videos: list[Video], out_dir: Path, metrics_path: Path,
 
 
 
-def _pick_subtitle(raw_dir: Path, names: str, language: str) -> Path | None:
-    """The subtitle file in the video's language (``<item>.<lang>.vtt``), if any."""
-    files = [raw_dir / n for n in str(names or "").split(";") if n]
-    lang = language.split("-")[0].lower()
-    for path in files:
-        parts = path.name.split(".")
-        if len(parts) >= 3 and parts[-2].split("-")[0].lower() == lang and path.is_file():
-            return path
-    return None
-
-
 def load_videos(
     languages: dict[str, str], raw_root: Path, resampled_root: Path, labels_root: Path
 ) -> list[Video]:
@@ -186,7 +175,7 @@ def load_videos(
                 source=source, item=row.item, language=row.language or language,
                 duration_s=float(durations[row.item]),
                 labels=labels[labels["item"] == row.item],
-                subtitle=_pick_subtitle(raw_root / source, row.subtitles, row.language or language),
+                subtitle=pick_subtitle(raw_root / source, row.subtitles, row.language or language),
                 audio=resampled_root / source / f"{row.item}.wav",
             ))
     return videos

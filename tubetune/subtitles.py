@@ -94,3 +94,17 @@ def cut_fraction(cues: list[Cue], start_ms: int, end_ms: int) -> float:
         if overlap < cue.duration_ms:
             cut += overlap
     return cut / inside if inside else 0.0
+
+
+def pick_subtitle(raw_dir: Path, names: str, language: str) -> Path | None:
+    """The subtitle file in ``language`` among a manifest's ``;``-joined ``subtitles``.
+
+    Files are named ``<item>.<lang>.vtt``; ``en`` matches ``en-US`` too.
+    """
+    lang = language.split("-")[0].lower()
+    for name in str(names or "").split(";"):
+        parts = name.split(".")
+        path = Path(raw_dir) / name
+        if len(parts) >= 3 and parts[-2].split("-")[0].lower() == lang and path.is_file():
+            return path
+    return None

@@ -8,10 +8,11 @@ was interrupted.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import shutil
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +27,7 @@ from transformers import (
 from transformers.trainer_utils import get_last_checkpoint
 
 from tubetune.dataset import WhisperCollator, load_manifest, whisper_language
-from tubetune.fsutil import atomic_path, atomic_write_text
+from tubetune.fsutil import atomic_path, atomic_write_text, sha256_file
 from tubetune.metrics import error_rates
 from tubetune.params import TrainParams
 from tubetune.text import uses_characters
@@ -180,6 +181,34 @@ class FineTuner:
                 self.processor.feature_extractor.to_json_file(extractor)
 
 
+def run_fingerprint(
+    params: TrainParams, language: str, task: str, data: list[Path], model_dir: Path
+) -> str:
+    """Hash of everything that makes a training run what it is (settings, data, base model)."""
+    digest = hashlib.sha256()
+    digest.update(json.dumps([asdict(params), language, task], sort_keys=True).encode())
+    model_files = sorted(model_dir.glob("*.json")) + sorted(model_dir.glob("*.safetensors"))
+    for path in [*data, *model_files]:
+        digest.update(path.name.encode())
+        digest.update(sha256_file(path).encode() if path.is_file() else b"-")
+    return digest.hexdigest()
+
+
+def reusable_checkpoints(checkpoints_dir: Path, fingerprint: str) -> bool:
+    """True when ``checkpoints_dir`` holds checkpoints of this very run (resume them).
+
+    Checkpoints of any other run (changed params, data or base model) are deleted, so a
+    new run never continues from an unrelated one.
+    """
+    stamp = checkpoints_dir / "run.json"
+    same = stamp.is_file() and json.loads(stamp.read_text()).get("fingerprint") == fingerprint
+    if not same and checkpoints_dir.exists():
+        shutil.rmtree(checkpoints_dir)
+    checkpoints_dir.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(stamp, json.dumps({"fingerprint": fingerprint}) + "\n")
+    return same and get_last_checkpoint(str(checkpoints_dir)) is not None
+
+
 def train_stage(
     train_csv: Path,
     validation_csv: Path,
@@ -197,7 +226,9 @@ def train_stage(
     from transformers.integrations import DVCLiveCallback
 
     torch.manual_seed(params.seed)
-    resuming = checkpoints_dir.is_dir() and get_last_checkpoint(str(checkpoints_dir))
+    fingerprint = run_fingerprint(params, language, task, [train_csv, validation_csv],
+                                  base_model_dir)
+    resuming = reusable_checkpoints(checkpoints_dir, fingerprint)
     if live_dir.exists() and not resuming:
         shutil.rmtree(live_dir)
     live = Live(str(live_dir), dvcyaml=False, save_dvc_exp=False, resume=bool(resuming))
@@ -206,6 +237,9 @@ def train_stage(
         train_csv, validation_csv, output_dir, checkpoints_dir, [DVCLiveCallback(live=live)]
     )
     live.end()
+    # Checkpoints exist to resume an interrupted run; a finished run does not need them.
+    for checkpoint in checkpoints_dir.glob("checkpoint-*"):
+        shutil.rmtree(checkpoint)
     atomic_write_text(metrics_path, json.dumps(summary, indent=2) + "\n")
     log.info("train: %s", summary)
     return summary
