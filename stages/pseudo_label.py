@@ -12,8 +12,8 @@ def main(argv: list[str]) -> None:
     params = load_params()
     label_source(
         Path("data/segments") / name, Path("data/raw") / name, Path("data/labels") / name, name,
-        model_dir=Path("models/base/ct2"), language=params.language_of(name),
-        task=params.task, params=params.labels,
+        model_dir=Path("models/base/ct2"), hf_dir=Path("models/base/hf"),
+        language=params.language_of(name), task=params.task, params=params.labels,
     )
 
 

@@ -73,20 +73,41 @@ class SegmentParams:
 
 
 @dataclass(frozen=True)
+class NormalizeParams:
+    """How label text becomes a training target (per language; metrics use their own)."""
+
+    zh_convert: str | None = "s2twp"
+    fullwidth_punctuation: bool = True
+    ko_dual_spelling: str = "phonetic"
+
+
+@dataclass(frozen=True)
 class LabelParams:
-    """Teacher (pseudo-labelling) settings and label filters."""
+    """Teacher (pseudo-labelling) settings, label filters and target normalisation."""
 
     source: str = "auto"
     max_subtitle_disagreement: float = 50.0
     max_subtitle_cut: float = 0.2
+    engine: str = "faster-whisper"
+    model: str = "base"
     device: str = "auto"
     compute_type: str = "auto"
     beam_size: int = 5
+    batch_size: int = 1
     cpu_threads: int = 0
     temperatures: list[float] = field(default_factory=lambda: [0.0, 0.2, 0.4, 0.6, 0.8, 1.0])
+    min_language_probability: float = 0.5
     max_no_speech_prob: float = 0.6
     min_avg_logprob: float = -1.0
     max_compression_ratio: float = 2.4
+    min_unique_word_ratio: float = 0.3
+    max_ngram_repeats: int = 4
+    max_char_run: int = 8
+    min_chars_per_s: float = 2.0
+    max_chars_per_s: float = 30.0
+    max_label_tokens: int = 448
+    hallucination_phrases: bool = True
+    normalize: NormalizeParams = field(default_factory=NormalizeParams)
 
 
 @dataclass(frozen=True)
@@ -116,6 +137,8 @@ class TrainParams:
     gradient_checkpointing: bool = False
     precision: str = "auto"
     eval_steps: int = 0
+    save_steps: int = 10
+    early_stopping_patience: int = 0
     logging_steps: int = 5
     generation_max_length: int = 225
     dataloader_num_workers: int = 0
@@ -307,8 +330,37 @@ def _check_values(p: Params, origin: str) -> None:
         raise bad("labels.source", f"expected auto, pseudo or subtitles, got {p.labels.source!r}")
     if not 0 <= p.labels.max_subtitle_cut <= 1:
         raise bad("labels.max_subtitle_cut", "must be in [0, 1]")
-    if p.labels.beam_size < 1:
-        raise bad("labels.beam_size", "must be >= 1")
+    lb = p.labels
+    if lb.engine not in ("faster-whisper", "transformers"):
+        raise bad("labels.engine", f"expected faster-whisper or transformers, got {lb.engine!r}")
+    if lb.model != "base":
+        raise bad("labels.model", "only 'base' (the base_model prepared in models/base) for now")
+    if lb.device not in ("auto", "cpu", "cuda"):
+        raise bad("labels.device", f"expected auto, cpu or cuda, got {lb.device!r}")
+    for name in ("beam_size", "batch_size"):
+        if getattr(lb, name) < 1:
+            raise bad(f"labels.{name}", "must be >= 1")
+    if not lb.temperatures or any(not 0 <= t <= 1 for t in lb.temperatures):
+        raise bad("labels.temperatures", "expected a non-empty list of numbers in [0, 1]")
+    for name in ("min_language_probability", "max_no_speech_prob", "min_unique_word_ratio"):
+        if not 0 <= getattr(lb, name) <= 1:
+            raise bad(f"labels.{name}", "must be in [0, 1]")
+    if lb.max_subtitle_disagreement < 0:
+        raise bad("labels.max_subtitle_disagreement", "must be >= 0 (a percentage)")
+    for name in ("max_compression_ratio", "max_ngram_repeats", "max_char_run", "max_chars_per_s"):
+        if getattr(lb, name) <= 0:
+            raise bad(f"labels.{name}", "must be > 0")
+    if not 0 <= lb.min_chars_per_s < lb.max_chars_per_s:
+        raise bad("labels.min_chars_per_s", "must be >= 0 and below labels.max_chars_per_s")
+    if not 0 < lb.max_label_tokens <= 448:
+        raise bad("labels.max_label_tokens", "must be in (0, 448] (Whisper's decoder limit)")
+    norm = lb.normalize
+    if norm.zh_convert not in (None, "s2t", "s2tw", "s2twp", "s2hk", "t2s", "tw2s", "tw2sp"):
+        raise bad("labels.normalize.zh_convert",
+                  f"expected null or an OpenCC config like s2twp, got {norm.zh_convert!r}")
+    if norm.ko_dual_spelling not in ("phonetic", "orthographic"):
+        raise bad("labels.normalize.ko_dual_spelling",
+                  f"expected phonetic or orthographic, got {norm.ko_dual_spelling!r}")
     if p.evaluate.beam_size < 1:
         raise bad("evaluate.beam_size", "must be >= 1")
     tr = p.train
@@ -319,9 +371,14 @@ def _check_values(p: Params, origin: str) -> None:
             raise bad(f"train.{name}", "must be > 0")
     if tr.generation_max_length > 448:
         raise bad("train.generation_max_length", "must be <= 448 (Whisper's decoder limit)")
-    for name in ("warmup_steps", "eval_steps", "dataloader_num_workers"):
+    for name in ("warmup_steps", "eval_steps", "save_steps", "dataloader_num_workers",
+                 "early_stopping_patience"):
         if getattr(tr, name) < 0:
             raise bad(f"train.{name}", "must be >= 0")
+    if tr.eval_steps and tr.save_steps % tr.eval_steps:
+        raise bad("train.save_steps", "must be a multiple of train.eval_steps (best-model keeping)")
+    if tr.early_stopping_patience and not tr.eval_steps:
+        raise bad("train.early_stopping_patience", "needs train.eval_steps > 0")
     if tr.precision not in ("auto", "fp32", "fp16", "bf16"):
         raise bad("train.precision", "expected auto, fp32, fp16 or bf16")
     for name, src in p.sources.items():

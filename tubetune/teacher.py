@@ -1,8 +1,19 @@
-"""Transcription with faster-whisper (CTranslate2): the teacher and the evaluator's engine.
+"""The teacher: Whisper transcription of training chunks, with the scores label filters need.
 
-faster-whisper is used for all inference because on CPU it is faster than transformers'
-``generate`` with int8 weights, uses less memory, and reports the per-segment scores
-(average log-probability, no-speech probability, compression ratio) that label filters need.
+Two engines behind one interface (:class:`Teacher`):
+
+* ``faster-whisper`` (CTranslate2, default): int8 on CPU, float16 on GPU. With
+  ``batch_size`` > 1 the chunks are encoded and decoded as one batch through CTranslate2
+  directly (faster-whisper's own ``BatchedInferencePipeline`` batches the VAD pieces of *one*
+  long recording, detects one language for all of them and has no temperature fallback, so
+  it does not fit independent chunks); chunks whose batched result fails the fallback
+  thresholds are re-decoded alone with the remaining temperatures. Batching pays on GPU; on
+  2 CPU cores it gives nothing, so ``batch_size: 1`` there is just as fast.
+* ``transformers``: batched ``generate``; the scores are recomputed with one teacher-forced
+  decoder pass so that avg log-prob, no-speech and language probabilities mean the same as
+  faster-whisper's.
+
+No engine conditions on previous text: each chunk is decoded on its own.
 """
 
 from __future__ import annotations
@@ -12,10 +23,17 @@ import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 import numpy as np
 
 log = logging.getLogger(__name__)
+
+ENGINES = ("faster-whisper", "transformers")
+SAMPLE_RATE = 16000
+# Whisper's own fallback triggers (openai/whisper transcribe defaults).
+FALLBACK_COMPRESSION_RATIO = 2.4
+FALLBACK_AVG_LOGPROB = -1.0
 
 
 @dataclass(frozen=True)
@@ -31,10 +49,37 @@ class Transcript:
     num_tokens: int
 
 
+@dataclass(frozen=True)
+class DecodeOptions:
+    """How a chunk is decoded: ``language`` None means detect it per chunk."""
+
+    language: str | None = None
+    task: str = "transcribe"
+    beam_size: int = 5
+    temperatures: tuple[float, ...] = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0)
+
+
+class Teacher(Protocol):
+    """Anything that turns a batch of 16 kHz float32 clips (≤ 30 s each) into transcripts."""
+
+    def transcribe_batch(
+        self, audios: Sequence[np.ndarray], options: DecodeOptions
+    ) -> list[Transcript]:
+        """One transcript per clip, in order."""
+        ...
+
+
 def compression_ratio(text: str) -> float:
     """UTF-8 length over zlib-compressed length; high values mean repetitive text."""
     data = text.encode("utf-8")
     return len(data) / len(zlib.compress(data)) if data else 0.0
+
+
+def needs_fallback(t: Transcript) -> bool:
+    """Whisper's rule for re-decoding at a higher temperature."""
+    return (
+        t.compression_ratio > FALLBACK_COMPRESSION_RATIO or t.avg_logprob < FALLBACK_AVG_LOGPROB
+    )
 
 
 def pick_device(device: str) -> str:
@@ -53,8 +98,13 @@ def pick_compute_type(compute_type: str, device: str) -> str:
     return "float16" if device == "cuda" else "int8"
 
 
+def _whisper_language(language: str | None) -> str | None:
+    """Whisper knows ``zh``, not ``zh-TW``: strip the region."""
+    return language.split("-")[0].lower() if language else None
+
+
 class FasterWhisperTranscriber:
-    """A CTranslate2 Whisper model kept in memory, transcribing one clip at a time."""
+    """A CTranslate2 Whisper model kept in memory (the default teacher and the evaluator)."""
 
     def __init__(
         self,
@@ -109,7 +159,200 @@ class FasterWhisperTranscriber:
             num_tokens=tokens,
         )
 
+    def transcribe_batch(
+        self, audios: Sequence[np.ndarray], options: DecodeOptions
+    ) -> list[Transcript]:
+        """Transcribe clips; one at a time for a single clip, else one CTranslate2 batch."""
+        if len(audios) == 1:
+            return [self._one(audios[0], options, options.temperatures)]
+        results = self._batched(audios, options)
+        for i, t in enumerate(results):
+            if needs_fallback(t) and len(options.temperatures) > 1:
+                results[i] = self._one(audios[i], options, options.temperatures[1:])
+        return results
 
-def _whisper_language(language: str | None) -> str | None:
-    """Whisper knows ``zh``, not ``zh-TW``: strip the region."""
-    return language.split("-")[0].lower() if language else None
+    def _one(
+        self, audio: np.ndarray, options: DecodeOptions, temperatures: Sequence[float]
+    ) -> Transcript:
+        return self.transcribe(
+            audio, options.language, options.task, options.beam_size, temperatures
+        )
+
+    def _batched(self, audios: Sequence[np.ndarray], options: DecodeOptions) -> list[Transcript]:
+        """First-temperature decode of a batch through CTranslate2's batched generate."""
+        from faster_whisper.audio import pad_or_trim
+        from faster_whisper.tokenizer import Tokenizer
+
+        wm = self.model
+        features = np.stack(
+            [pad_or_trim(wm.feature_extractor(a)[:, : wm.feature_extractor.nb_max_frames])
+             for a in audios]
+        )
+        encoded = wm.encode(features)
+        forced = _whisper_language(options.language)
+        if forced or not wm.model.is_multilingual:
+            langs = [(forced or "en", 1.0)] * len(audios)
+        else:
+            detected = wm.model.detect_language(encoded)
+            langs = [(r[0][0][2:-2], float(r[0][1])) for r in detected]
+        prompts = []
+        for lang, _ in langs:
+            tok = Tokenizer(wm.hf_tokenizer, wm.model.is_multilingual, options.task, lang)
+            prompts.append([*tok.sot_sequence, tok.no_timestamps])
+        results = wm.model.generate(
+            encoded, prompts, beam_size=options.beam_size, max_length=wm.max_length,
+            return_scores=True, return_no_speech_prob=True,
+            sampling_temperature=options.temperatures[0] if options.temperatures else 0.0,
+            suppress_blank=True, suppress_tokens=[-1],
+        )
+        out = []
+        for (lang, prob), result in zip(langs, results, strict=True):
+            ids = [t for t in result.sequences_ids[0] if t < tok.eot]
+            text = tok.decode(ids).strip()
+            seq_len = len(result.sequences_ids[0])
+            out.append(Transcript(
+                text=text, language=lang, language_probability=prob,
+                avg_logprob=float(result.scores[0] * seq_len / (seq_len + 1)),
+                no_speech_prob=float(result.no_speech_prob),
+                compression_ratio=compression_ratio(text), num_tokens=len(ids),
+            ))
+        return out
+
+
+class TransformersTranscriber:
+    """Whisper in transformers: batched ``generate``, scores from one teacher-forced pass."""
+
+    def __init__(self, model_dir: str | Path, device: str = "auto") -> None:
+        import torch
+        from transformers import WhisperForConditionalGeneration, WhisperProcessor
+
+        if device == "auto":
+            device = "cuda" if torch.cuda.is_available() else "cpu"
+        self.device = device
+        dtype = torch.float16 if device == "cuda" else torch.float32
+        log.info("loading %s with transformers on %s (%s)", model_dir, device, dtype)
+        self.processor = WhisperProcessor.from_pretrained(str(model_dir))
+        self.model = WhisperForConditionalGeneration.from_pretrained(
+            str(model_dir), dtype=dtype
+        ).to(device).eval()
+        tok = self.processor.tokenizer
+        from faster_whisper.tokenizer import _LANGUAGE_CODES
+
+        ids = {code: tok.convert_tokens_to_ids(f"<|{code}|>") for code in _LANGUAGE_CODES}
+        self.language_ids = {code: i for code, i in ids.items() if i != tok.unk_token_id}
+        self.no_speech_id = tok.convert_tokens_to_ids("<|nospeech|>")
+        if self.no_speech_id == tok.unk_token_id:
+            self.no_speech_id = tok.convert_tokens_to_ids("<|nocaptions|>")
+
+    def transcribe_batch(
+        self, audios: Sequence[np.ndarray], options: DecodeOptions
+    ) -> list[Transcript]:
+        """Decode the batch at each temperature in turn, re-decoding only failed clips."""
+        import torch
+
+        inputs = self.processor.feature_extractor(
+            list(audios), sampling_rate=SAMPLE_RATE, return_tensors="pt"
+        )
+        features = inputs.input_features.to(self.device, self.model.dtype)
+        with torch.inference_mode():
+            encoder_outputs = self.model.get_encoder()(features)
+            first = self._score(encoder_outputs, None)
+            langs = [
+                (_whisper_language(options.language), 1.0) if options.language else lp
+                for lp in first["languages"]
+            ]
+            results: list[Transcript | None] = [None] * len(audios)
+            todo = list(range(len(audios)))
+            for temperature in options.temperatures or (0.0,):
+                hidden = encoder_outputs.last_hidden_state[todo]
+                sub = type(encoder_outputs)(last_hidden_state=hidden)
+                prompts = [self._prompt(langs[i][0], options.task) for i in todo]
+                gen = self.model.generate(
+                    encoder_outputs=sub,
+                    decoder_input_ids=torch.tensor(prompts, device=self.device),
+                    num_beams=options.beam_size if temperature == 0 else 1,
+                    do_sample=temperature > 0,
+                    temperature=temperature if temperature > 0 else None,
+                    max_new_tokens=self.model.config.max_target_positions - len(prompts[0]),
+                )
+                prompt_ids = torch.tensor(prompts, device=self.device)
+                if not bool((gen[:, : prompt_ids.shape[1]] == prompt_ids).all()):
+                    gen = torch.cat([prompt_ids, gen], dim=1)  # generate left the prompt out
+                scored = self._score(sub, gen)
+                still = []
+                for k, i in enumerate(todo):
+                    t = Transcript(
+                        text=scored["texts"][k], language=langs[i][0],
+                        language_probability=langs[i][1], avg_logprob=scored["avg_logprob"][k],
+                        no_speech_prob=first["no_speech"][i],
+                        compression_ratio=compression_ratio(scored["texts"][k]),
+                        num_tokens=scored["num_tokens"][k],
+                    )
+                    results[i] = t
+                    if needs_fallback(t):
+                        still.append(i)
+                todo = still
+                if not todo:
+                    break
+        return [r for r in results if r is not None]
+
+    def _prompt(self, language: str, task: str) -> list[int]:
+        tok = self.processor.tokenizer
+        return [
+            tok.convert_tokens_to_ids(t)
+            for t in ("<|startoftranscript|>", f"<|{language}|>", f"<|{task}|>",
+                      "<|notimestamps|>")
+        ]
+
+    def _score(self, encoder_outputs, sequences) -> dict:
+        """Language/no-speech probabilities at SOT, and the mean log-prob of ``sequences``.
+
+        The mean is over text tokens plus end-of-text, like faster-whisper's.
+        """
+        import torch
+
+        tok = self.processor.tokenizer
+        batch = encoder_outputs.last_hidden_state.shape[0]
+        sot = tok.convert_tokens_to_ids("<|startoftranscript|>")
+        if sequences is None:
+            sequences = torch.full((batch, 1), sot, device=self.device)
+        logits = self.model(
+            encoder_outputs=encoder_outputs, decoder_input_ids=sequences
+        ).logits.float()
+        out: dict = {}
+        first = logits[:, 0]
+        probs = first.softmax(-1)
+        out["no_speech"] = probs[:, self.no_speech_id].tolist()
+        ids = torch.tensor(list(self.language_ids.values()), device=self.device)
+        lang_probs = first[:, ids].softmax(-1)
+        best = lang_probs.argmax(-1).tolist()
+        names = list(self.language_ids)
+        out["languages"] = [
+            (names[b], float(lang_probs[r, b])) for r, b in enumerate(best)
+        ]
+        if sequences.shape[1] == 1:
+            return out
+        logp = logits.log_softmax(-1)
+        prompt_len, eot = 4, tok.eos_token_id
+        out["texts"], out["avg_logprob"], out["num_tokens"] = [], [], []
+        for r in range(batch):
+            seq = sequences[r, prompt_len:].tolist()
+            n = seq.index(eot) + 1 if eot in seq else len(seq)
+            text_ids = [t for t in seq[:n] if t < eot]
+            lp = [float(logp[r, prompt_len - 1 + j, seq[j]]) for j in range(n)]
+            out["texts"].append(tok.decode(text_ids, skip_special_tokens=True).strip())
+            out["avg_logprob"].append(sum(lp) / max(len(lp), 1))
+            out["num_tokens"].append(len(text_ids))
+        return out
+
+
+def load_teacher(
+    engine: str, ct2_dir: Path, hf_dir: Path, device: str = "auto",
+    compute_type: str = "auto", cpu_threads: int = 0,
+) -> Teacher:
+    """The teacher for ``engine``: faster-whisper reads ``ct2_dir``, transformers ``hf_dir``."""
+    if engine == "faster-whisper":
+        return FasterWhisperTranscriber(ct2_dir, device, compute_type, cpu_threads)
+    if engine == "transformers":
+        return TransformersTranscriber(hf_dir, device)
+    raise ValueError(f"engine must be one of {', '.join(ENGINES)}, got {engine!r}")

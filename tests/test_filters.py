@@ -1,0 +1,44 @@
+"""Label filters on hand-made transcripts."""
+
+from tubetune.filters import is_hallucination, teacher_rejection
+from tubetune.params import LabelParams
+from tubetune.teacher import Transcript, compression_ratio
+
+P = LabelParams()
+
+
+def t(text: str, **kw: float | str | int) -> Transcript:
+    base = dict(text=text, language="en", language_probability=0.99, avg_logprob=-0.2,
+                no_speech_prob=0.01, compression_ratio=compression_ratio(text), num_tokens=20)
+    return Transcript(**{**base, **kw})
+
+
+def reason(tr: Transcript, duration: float = 5.0, lang: str | None = "en") -> str | None:
+    r = teacher_rejection(tr, duration, lang, P)
+    return r[0] if r else None
+
+
+def test_good_label_kept() -> None:
+    assert reason(t("Start by warming a generous splash of olive oil in a pot.")) is None
+
+
+def test_each_filter() -> None:
+    assert reason(t("")) == "empty"
+    assert reason(t("Hello there.", no_speech_prob=0.9)) == "no_speech"
+    assert reason(t("Hello there.", avg_logprob=-1.5)) == "low_logprob"
+    assert reason(t("Hallo zusammen.", language="de")) == "wrong_language"
+    assert reason(t("Hello there.", language_probability=0.2), lang=None) == "language_uncertain"
+    assert reason(t("Thank you for watching! Thank you.")) == "hallucination"
+    assert reason(t("la la la la la la la la la la la la")) in ("compression", "repetition")
+    assert reason(t("the end of the day " * 5, compression_ratio=1.5)) == "repetition"
+    assert reason(t("Hi.", ), duration=20.0) == "char_rate"
+    assert reason(t("A fine sentence about soup.", num_tokens=500)) == "too_long"
+
+
+def test_chinese_hallucinations_and_runs() -> None:
+    zh = dict(language="zh")
+    assert teacher_rejection(t("字幕製作人", **zh), 3.0, "zh-TW", P)[0] == "hallucination"
+    assert teacher_rejection(t("好啊啊啊啊啊啊啊啊啊啊啊", **zh, compression_ratio=1.0), 3.0,
+                             "zh", P)[0] == "repetition"
+    assert is_hallucination("시청해 주셔서 감사합니다.", "ko")
+    assert not is_hallucination("오늘은 날씨가 좋습니다.", "ko")

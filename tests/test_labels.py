@@ -1,0 +1,104 @@
+"""Label stage: subtitle cutting at chunk edges, the report, and the filters on real audio."""
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from tubetune.audio import load_audio
+from tubetune.filters import teacher_rejection
+from tubetune.labels import label_report
+from tubetune.params import LabelParams
+from tubetune.subtitles import Cue, cut_fraction, read_vtt, text_in_span
+
+ROOT = Path(__file__).resolve().parents[1]
+SR = 16000
+
+
+def test_subtitle_cutting_at_chunk_edges() -> None:
+    cues = [Cue(0, 2000, "one"), Cue(2000, 4000, "two"), Cue(4000, 6000, "three")]
+    assert text_in_span(cues, 0, 4000) == "one two"
+    assert text_in_span(cues, 0, 4900) == "one two"  # "three" mostly outside
+    assert text_in_span(cues, 0, 5100) == "one two three"  # "three" mostly inside
+    assert cut_fraction(cues, 0, 4000) == 0.0
+    assert cut_fraction(cues, 1000, 4000) == pytest.approx(1000 / 3000)
+
+
+def test_label_report(tmp_path: Path) -> None:
+    src = tmp_path / "labels" / "a"
+    src.mkdir(parents=True)
+    pd.DataFrame({"duration_s": [3600.0, 1800.0], "label_source": ["pseudo", "subtitles"]}
+                 ).to_csv(src / "labels.csv", index=False)
+    pd.DataFrame({"duration_s": [36.0, 72.0], "reason": ["no_speech", "no_speech"]}
+                 ).to_csv(src / "rejects.csv", index=False)
+    out = label_report(tmp_path / "labels", ["a", "missing"], tmp_path / "m.json")
+    assert out["total"]["kept"] == {"chunks": 2, "hours": 1.5}
+    assert out["total"]["rejected"]["no_speech"] == {"chunks": 2, "hours": 0.03}
+    assert (tmp_path / "m.json").is_file()
+
+
+@pytest.fixture(scope="session")
+def teacher(tmp_path_factory: pytest.TempPathFactory):
+    from tubetune.models import prepare_base_model
+    from tubetune.teacher import FasterWhisperTranscriber
+
+    root = tmp_path_factory.mktemp("model")
+    prepare_base_model("bundled:whisper-base", root / "hf", root / "ct2")
+    return FasterWhisperTranscriber(root / "ct2", "cpu", "int8", 2)
+
+
+def _good_chunks() -> list[np.ndarray]:
+    """Sentence pairs cut from the bundled sample at subtitle cue times."""
+    chunks = []
+    for media in sorted((ROOT / "data/sample").glob("*.*")):
+        if media.suffix in (".vtt", ".md"):
+            continue
+        audio = load_audio(media)
+        cues = read_vtt(media.with_name(media.stem + ".en.vtt"))
+        for a, b in zip(cues[0::2][:4], cues[1::2][:4], strict=False):
+            chunks.append(audio[a.start_ms * SR // 1000 : b.end_ms * SR // 1000])
+    return chunks
+
+
+def _bad_chunks(good: list[np.ndarray]) -> list[np.ndarray]:
+    rng = np.random.default_rng(0)
+    t = np.arange(6 * SR) / SR
+    bad = [np.zeros(5 * SR), np.zeros(12 * SR)]  # silence
+    for freqs in ([440.0], [261.6, 329.6, 392.0], [220.0, 277.2, 329.6, 440.0]):  # tones, chords
+        bad.append(0.2 * sum(np.sin(2 * np.pi * f * t) for f in freqs) / len(freqs))
+    melody = np.concatenate([0.3 * np.sin(2 * np.pi * f * t[: SR // 2])
+                             for f in [262, 294, 330, 349, 392, 440, 494, 523] * 2])
+    bad.append(melody)
+    white = rng.normal(0, 0.1, 8 * SR)
+    pink = np.cumsum(rng.normal(0, 0.02, 8 * SR))
+    brown = np.cumsum(pink)
+    bad += [white, 0.3 * pink / np.abs(pink).max(), rng.normal(0, 0.02, 4 * SR),
+            0.3 * brown / np.abs(brown).max()]
+    word = good[0][: int(0.45 * SR)]
+    bad.append(np.tile(word, 15))  # looped speech: one short word 15 times
+    bad.append(np.tile(good[1][: int(0.3 * SR)], 20))
+    german = load_audio(ROOT / "tests/data/labels/german.wav")
+    bad += [german, german[: 3 * SR]]
+    bad.append(0.5 * np.sin(2 * np.pi * 110 * t) * (np.sin(2 * np.pi * 2 * t) > 0))  # beat
+    return [b.astype(np.float32) for b in bad]
+
+
+@pytest.mark.slow
+def test_filters_reject_bad_keep_good(teacher) -> None:
+    from tubetune.teacher import DecodeOptions
+
+    params = LabelParams()
+    options = DecodeOptions("en", "transcribe", beam_size=1, temperatures=(0.0, 0.4, 0.8))
+    good = _good_chunks()
+    bad = _bad_chunks(good)
+
+    def rejected(audio: np.ndarray) -> bool:
+        tr = teacher.transcribe_batch([audio], options)[0]
+        return teacher_rejection(tr, len(audio) / SR, "en", params) is not None
+
+    good_rejected = sum(rejected(a) for a in good)
+    bad_rejected = sum(rejected(a) for a in bad)
+    assert len(good) >= 15 and len(bad) >= 15
+    assert bad_rejected >= 0.9 * len(bad), f"{bad_rejected}/{len(bad)} bad chunks rejected"
+    assert good_rejected <= 0.05 * len(good), f"{good_rejected}/{len(good)} good rejected"
