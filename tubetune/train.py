@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 import torch
 from transformers import (
+    EarlyStoppingCallback,
     Seq2SeqTrainer,
     Seq2SeqTrainingArguments,
     WhisperForConditionalGeneration,
@@ -101,7 +102,8 @@ class FineTuner:
         eval_ds = load_manifest(validation_csv) if validation_csv else None
         if eval_ds is not None and len(eval_ds) == 0:
             eval_ds = None
-        eval_steps = p.eval_steps or p.max_steps
+        # eval_steps 0: one evaluation, at the end; then there is no "best" checkpoint to keep.
+        keep_best = eval_ds is not None and p.eval_steps > 0
         args = Seq2SeqTrainingArguments(
             output_dir=str(checkpoints_dir),
             per_device_train_batch_size=p.per_device_batch_size,
@@ -114,16 +116,16 @@ class FineTuner:
             weight_decay=p.weight_decay,
             gradient_checkpointing=p.gradient_checkpointing,
             eval_strategy="steps" if eval_ds is not None else "no",
-            eval_steps=eval_steps,
+            eval_steps=p.eval_steps or p.max_steps,
             save_strategy="steps",
-            save_steps=eval_steps,
+            save_steps=p.save_steps or p.max_steps,
             save_total_limit=2,
             logging_steps=p.logging_steps,
             predict_with_generate=True,
             generation_max_length=p.generation_max_length,
-            metric_for_best_model=self.metric if eval_ds is not None else None,
+            metric_for_best_model=self.metric if keep_best else None,
             greater_is_better=False,
-            load_best_model_at_end=eval_ds is not None,
+            load_best_model_at_end=keep_best,
             remove_unused_columns=False,
             label_names=["labels"],
             dataloader_num_workers=p.dataloader_num_workers,
@@ -133,6 +135,9 @@ class FineTuner:
             disable_tqdm=False,
             **precision_flags(p.precision),
         )
+        callbacks = list(callbacks or [])
+        if keep_best and p.early_stopping_patience:
+            callbacks.append(EarlyStoppingCallback(p.early_stopping_patience))
         collator = WhisperCollator(self.processor, self.task, self.language)
         return Seq2SeqTrainer(
             model=self.model,
@@ -142,7 +147,7 @@ class FineTuner:
             data_collator=collator,
             processing_class=self.processor,
             compute_metrics=self.compute_metrics if eval_ds is not None else None,
-            callbacks=callbacks or [],
+            callbacks=callbacks,
         )
 
     def run(
@@ -166,9 +171,11 @@ class FineTuner:
             "train_samples_per_second": round(float(result.metrics["train_samples_per_second"]), 3),
             "train_runtime_s": round(float(result.metrics["train_runtime"]), 1),
         }
-        best = trainer.state.best_metric
-        if best is not None:
-            summary[f"best_eval_{self.metric}"] = round(float(best), 2)
+        evals = [e for e in trainer.state.log_history if f"eval_{self.metric}" in e]
+        if evals:
+            summary[f"final_eval_{self.metric}"] = round(float(evals[-1][f"eval_{self.metric}"]), 2)
+        if trainer.state.best_metric is not None:
+            summary[f"best_eval_{self.metric}"] = round(float(trainer.state.best_metric), 2)
         return summary
 
     def save(self, output_dir: Path) -> None:
@@ -220,6 +227,7 @@ def train_stage(
     language: str,
     task: str,
     params: TrainParams,
+    callbacks: list[Any] | None = None,
 ) -> dict[str, Any]:
     """The ``train`` stage: fine-tune, log curves with dvclive, write the summary metric."""
     from dvclive import Live
@@ -234,7 +242,8 @@ def train_stage(
     live = Live(str(live_dir), dvcyaml=False, save_dvc_exp=False, resume=bool(resuming))
     tuner = FineTuner(base_model_dir, language, task, params)
     summary = tuner.run(
-        train_csv, validation_csv, output_dir, checkpoints_dir, [DVCLiveCallback(live=live)]
+        train_csv, validation_csv, output_dir, checkpoints_dir,
+        [DVCLiveCallback(live=live), *(callbacks or [])],
     )
     live.end()
     # Checkpoints exist to resume an interrupted run; a finished run does not need them.

@@ -1,0 +1,116 @@
+"""Training on a tiny random Whisper: batches are right, and a killed run resumes."""
+
+from __future__ import annotations
+
+import json
+import logging
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import soundfile as sf
+from transformers import WhisperProcessor
+
+from helpers.tiny_whisper import make_tiny_whisper
+from tubetune.dataset import WhisperCollator, load_manifest
+from tubetune.params import TrainParams
+from tubetune.train import precision_flags, train_stage
+
+TEXTS = ["the cat sat on the mat", "a bird sings at dawn", "rain falls on the roof",
+         "open the door please", "the river runs fast", "bread is in the oven"]
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("train")
+    make_tiny_whisper(root / "model")
+    rng = np.random.default_rng(0)
+    rows = []
+    for i, text in enumerate(TEXTS):
+        path = root / f"clip{i}.wav"
+        audio = (0.3 * np.sin(np.arange(16000 + 4000 * i) * (0.05 + 0.01 * i))
+                 + 0.01 * rng.standard_normal(16000 + 4000 * i))
+        sf.write(path, (audio * 32767).astype(np.int16), 16000, subtype="PCM_16")
+        rows.append({"path": str(path), "text": text, "language": "en"})
+    pd.DataFrame(rows).to_csv(root / "train.csv", index=False)
+    pd.DataFrame(rows[:2]).to_csv(root / "validation.csv", index=False)
+    return root
+
+
+def test_collator_builds_scaled_features_and_prefixed_labels(workdir: Path) -> None:
+    processor = WhisperProcessor.from_pretrained(workdir / "model")
+    rows = list(load_manifest(workdir / "train.csv"))[:2]
+    batch = WhisperCollator(processor, "transcribe", "en")(rows)
+    assert tuple(batch["input_features"].shape) == (2, 80, 3000)
+    labels = batch["labels"]
+    tok = processor.tokenizer
+    # <|startoftranscript|> is added by the model when shifting; labels start at the language.
+    assert labels[0, 0].item() == tok.convert_tokens_to_ids("<|en|>")
+    assert labels[0, 1].item() == tok.convert_tokens_to_ids("<|transcribe|>")
+    assert labels[0, 2].item() == tok.convert_tokens_to_ids("<|notimestamps|>")
+    decoded = tok.decode([t for t in labels[1].tolist() if t != -100], skip_special_tokens=True)
+    assert decoded.strip() == TEXTS[1]
+    assert (labels == -100).any()  # shorter text padded with the ignore index
+
+
+def test_cpu_uses_fp32_and_refuses_fp16() -> None:
+    assert precision_flags("auto") == {"fp16": False, "bf16": False}
+    with pytest.raises(ValueError, match="needs a CUDA GPU"):
+        precision_flags("fp16")
+
+
+KILLER = textwrap.dedent("""
+    import os, signal, sys
+    from pathlib import Path
+    from transformers import TrainerCallback
+    from tubetune.params import TrainParams
+    from tubetune.train import train_stage
+
+    class KillAfterCheckpoint(TrainerCallback):
+        def on_save(self, args, state, control, **kwargs):
+            if state.global_step >= 4:
+                os.kill(os.getpid(), signal.SIGKILL)  # as abrupt as a power cut
+
+    root = Path(sys.argv[1])
+    params = TrainParams(**{PARAMS})
+    train_stage(root / "train.csv", root / "validation.csv", root / "model", root / "out",
+                root / "ckpt", root / "live", root / "train.json", "en", "transcribe", params,
+                callbacks=[KillAfterCheckpoint()])
+""")
+
+
+def test_killed_training_resumes_from_last_checkpoint(
+    workdir: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    settings = {"max_steps": 6, "save_steps": 2, "per_device_batch_size": 2, "warmup_steps": 0,
+                "logging_steps": 1, "freeze_encoder": False, "learning_rate": 1e-3}
+    script = KILLER.replace("{PARAMS}", repr(settings))
+    proc = subprocess.run([sys.executable, "-c", script, str(workdir)], capture_output=True,
+                          text=True, timeout=300)
+    assert proc.returncode == -9, proc.stderr[-2000:]
+    assert (workdir / "ckpt" / "checkpoint-4").is_dir()
+    assert not (workdir / "out").exists()  # nothing half-written in place of the model
+
+    with caplog.at_level(logging.INFO, logger="tubetune.train"):
+        summary = train_stage(workdir / "train.csv", workdir / "validation.csv",
+                              workdir / "model", workdir / "out", workdir / "ckpt",
+                              workdir / "live", workdir / "train.json", "en", "transcribe",
+                              TrainParams(**settings))
+    assert any("resuming from" in r.message and "checkpoint-4" in r.message
+               for r in caplog.records)
+    assert summary["steps"] == 6
+    assert (workdir / "out" / "model.safetensors").is_file()
+    assert json.loads((workdir / "train.json").read_text())["steps"] == 6
+    assert not list((workdir / "ckpt").glob("checkpoint-*"))  # cleaned after success
+
+    # Different settings must not continue from this run's checkpoints.
+    settings["learning_rate"] = 2e-3
+    settings["max_steps"] = 2
+    summary = train_stage(workdir / "train.csv", workdir / "validation.csv", workdir / "model",
+                          workdir / "out", workdir / "ckpt", workdir / "live",
+                          workdir / "train.json", "en", "transcribe", TrainParams(**settings))
+    assert summary["steps"] == 2

@@ -1,0 +1,154 @@
+"""Transcribe a long file or URL with a model from the pipeline: text, SRT or VTT.
+
+    python -m tubetune.transcribe models/export/ct2 talk.mp4 --format srt > talk.srt
+    python -m tubetune.transcribe models/finetuned https://example.org/clip.mp3
+
+MODEL is a CTranslate2 dir (``models/export/ct2``), a Hugging Face dir (converted to
+CTranslate2 int8 in a temporary folder first), or a ``bundled:`` spec. Long audio is cut at
+pauses by faster-whisper's Silero VAD and decoded window by window.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import tempfile
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+from tubetune.audio import resample_to_wav
+from tubetune.teacher import pick_compute_type, pick_device
+
+log = logging.getLogger(__name__)
+
+FORMATS = ("text", "srt", "vtt")
+
+
+@dataclass(frozen=True)
+class Segment:
+    """A stretch of transcript with its times in seconds."""
+
+    start: float
+    end: float
+    text: str
+
+
+def _timestamp(seconds: float, decimal: str) -> str:
+    ms = round(seconds * 1000)
+    h, ms = divmod(ms, 3_600_000)
+    m, ms = divmod(ms, 60_000)
+    s, ms = divmod(ms, 1000)
+    return f"{h:02d}:{m:02d}:{s:02d}{decimal}{ms:03d}"
+
+
+def render(segments: Iterable[Segment], fmt: str) -> str:
+    """Segments as plain text (one line each), SRT or WebVTT."""
+    segments = list(segments)
+    if fmt == "text":
+        return "".join(f"{s.text}\n" for s in segments)
+    if fmt == "srt":
+        return "\n".join(
+            f"{i}\n{_timestamp(s.start, ',')} --> {_timestamp(s.end, ',')}\n{s.text}\n"
+            for i, s in enumerate(segments, 1)
+        )
+    if fmt == "vtt":
+        cues = "\n".join(
+            f"{_timestamp(s.start, '.')} --> {_timestamp(s.end, '.')}\n{s.text}\n"
+            for s in segments
+        )
+        return "WEBVTT\n\n" + cues
+    raise ValueError(f"format: expected one of {', '.join(FORMATS)}, got {fmt!r}")
+
+
+def _ct2_model(spec: str, workdir: Path) -> Path:
+    """A CTranslate2 directory for ``spec`` (converting a Hugging Face model if needed)."""
+    from tubetune.models import convert_hf_to_ct2, prepare_base_model, resolve_model
+
+    resolved = resolve_model(spec)
+    if resolved.kind == "ct2":
+        return resolved.path
+    if resolved.kind == "hf":
+        out = workdir / "ct2"
+        convert_hf_to_ct2(resolved.path, out, quantization="int8")
+        return out
+    hf, ct2 = workdir / "hf", workdir / "ct2"
+    prepare_base_model(spec, hf, ct2)
+    return ct2
+
+
+def _local_audio(source: str, workdir: Path) -> Path:
+    """A 16 kHz mono WAV of ``source`` (a local file, or a URL fetched with yt-dlp)."""
+    path = Path(source)
+    if not path.is_file():
+        from tubetune.sources import download_source
+
+        raw = workdir / "download"
+        download_source("transcribe", [source], raw)
+        media = sorted(p for p in raw.iterdir() if p.suffix not in (".json", ".vtt", ".csv"))
+        if not media:
+            raise FileNotFoundError(f"{source}: nothing could be downloaded")
+        path = media[0]
+    wav = workdir / "audio.wav"
+    resample_to_wav(path, wav)
+    return wav
+
+
+def transcribe_file(
+    model: str, source: str, language: str | None = None, task: str = "transcribe",
+    beam_size: int = 5, device: str = "auto", compute_type: str = "auto",
+) -> list[Segment]:
+    """Transcribe ``source`` with ``model``; returns timed segments."""
+    from faster_whisper import WhisperModel
+
+    with tempfile.TemporaryDirectory(prefix="tubetune-transcribe-") as tmp:
+        workdir = Path(tmp)
+        model_dir = _ct2_model(model, workdir)
+        audio = _local_audio(source, workdir)
+        device = pick_device(device)
+        whisper = WhisperModel(
+            str(model_dir), device=device, compute_type=pick_compute_type(compute_type, device)
+        )
+        segments, info = whisper.transcribe(
+            str(audio), language=language, task=task, beam_size=beam_size, vad_filter=True,
+            condition_on_previous_text=False,
+        )
+        out = [Segment(s.start, s.end, s.text.strip()) for s in segments if s.text.strip()]
+        log.info("%s: %.1f s of audio, language %s", source, info.duration, info.language)
+        return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Command-line entry point."""
+    parser = argparse.ArgumentParser(prog="python -m tubetune.transcribe", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("model", help="CTranslate2 or Hugging Face model dir, or bundled:NAME")
+    parser.add_argument("source", help="audio/video file or URL")
+    parser.add_argument("--format", choices=FORMATS, default="text")
+    parser.add_argument("--language", default=None, help="e.g. en; default: detect")
+    parser.add_argument("--task", choices=("transcribe", "translate"), default="transcribe")
+    parser.add_argument("--beam-size", type=int, default=5)
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--compute-type", default="auto")
+    parser.add_argument("--output", "-o", type=Path, help="write here instead of stdout")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        segments = transcribe_file(
+            args.model, args.source, args.language, args.task, args.beam_size, args.device,
+            args.compute_type,
+        )
+    except Exception as exc:  # a CLI answers with one line, not a traceback
+        print(f"error: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return 1
+    text = render(segments, args.format)
+    if args.output:
+        args.output.write_text(text, encoding="utf-8")
+    else:
+        sys.stdout.write(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
