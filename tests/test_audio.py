@@ -57,9 +57,15 @@ def media(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     ffmpeg(*lavfi("anullsrc=r=44100:cl=stereo"), "-t", "2", "-c:a", "aac", d / "silence.m4a")
     ffmpeg(*sine(2, 22050), "-c:a", "adpcm_ima_qt", d / "adpcm.mov")  # Matroska can't hold it
     (d / "empty.mp4").write_bytes(b"")
+    ffmpeg(*sine(1), "-t", "0", "-c:a", "pcm_s16le", d / "no-samples.wav")  # no samples
     (d / "random.bin").write_bytes(np.random.default_rng(0).bytes(20000))
     long_bytes = (d / "long.mp4").read_bytes()  # moov first (faststart): cut the media data
     (d / "truncated.mp4").write_bytes(long_bytes[: len(long_bytes) * 4 // 10])
+    ffmpeg("-i", d / "long.mp4", "-map", "0:a", "-c:a", "copy", d / "long.mka")
+    garbled = bytearray((d / "long.mka").read_bytes())  # packets garbled from 25 % to 75 %
+    quarter = len(garbled) // 4
+    garbled[quarter : 3 * quarter] = np.random.default_rng(1).bytes(2 * quarter)
+    (d / "garbled.mka").write_bytes(bytes(garbled))
     return {p.name: p for p in d.iterdir()}
 
 
@@ -119,10 +125,11 @@ def test_extract_falls_back_to_flac_losslessly(media: dict[str, Path], tmp_path:
 @pytest.mark.parametrize(
     ("name", "reason"),
     [
-        ("truncated.mp4", r"truncated or corrupt: decoded \d+\.\d s of the 10\.0 s declared \(.+"),
+        ("truncated.mp4", r"truncated or corrupt: copied \d+\.\d s of the 10\.0 s declared \(.+"),
         ("video.mp4", "no audio stream"),
         ("random.bin", "cannot decode: .+"),
         ("empty.mp4", "empty file"),
+        ("no-samples.wav", "cannot decode: no audio data"),
     ],
 )
 def test_extract_rejects_with_a_clear_reason(
@@ -133,6 +140,16 @@ def test_extract_rejects_with_a_clear_reason(
         audio.extract_audio(media[name], dst)
     assert not dst.exists()
     assert list(tmp_path.iterdir()) == []  # no temp leftovers
+
+
+def test_resample_rejects_audio_that_does_not_decode(media: dict[str, Path], tmp_path: Path):
+    # convert copies these packets (with a warning): the resample pass proves decoding and
+    # fails the item with a reason.
+    dst = tmp_path / "out.wav"
+    reason = r"truncated or corrupt: decoded \d+\.\d s of the 10\.0\d? s declared \(.+\)"
+    with pytest.raises(MediaError, match=f"^{reason}$"):
+        audio.resample_to_wav(media["garbled.mka"], dst)
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_resample_downmixes_six_channels_to_their_mean(media: dict[str, Path], tmp_path: Path):
@@ -236,10 +253,12 @@ BAD = {
     "zero": "empty.mp4",
 }
 
+GARBLED = {"garbled": "garbled.mka"}  # container copies, audio does not decode: resample fails it
+
 
 def run_stages(media: dict[str, Path], root: Path) -> tuple[Path, Path]:
     raw, converted, resampled = root / "raw", root / "converted", root / "resampled"
-    make_raw_source(media, raw, {**GOOD, **BAD})
+    make_raw_source(media, raw, {**GOOD, **GARBLED, **BAD})
     audio.convert_source(raw, converted, "src")
     audio.resample_source(converted, resampled, "src")
     return converted, resampled
@@ -248,7 +267,7 @@ def run_stages(media: dict[str, Path], root: Path) -> tuple[Path, Path]:
 def test_stages_keep_good_items_and_record_failures(media: dict[str, Path], tmp_path: Path):
     converted, resampled = run_stages(media, tmp_path)
     report = json.loads((converted / "report.json").read_text())
-    assert report["ok"] == sorted(GOOD)
+    assert report["ok"] == sorted({**GOOD, **GARBLED})
     reasons = {f["item"]: f["reason"] for f in report["failed"]}
     assert sorted(reasons) == sorted(BAD)
     assert reasons["no-sound"] == "no audio stream"
@@ -258,13 +277,17 @@ def test_stages_keep_good_items_and_record_failures(media: dict[str, Path], tmp_
 
     table = pd.read_csv(converted / "audio.csv")
     assert list(table.columns) == audio.CONVERTED_COLUMNS
-    assert list(table["item"]) == sorted(GOOD)
+    assert list(table["item"]) == sorted({**GOOD, **GARBLED})
     assert sorted(p.name for p in converted.iterdir()) == sorted(
-        [f"{item}.mka" for item in GOOD] + ["audio.csv", "report.json"]
+        [f"{item}.mka" for item in {**GOOD, **GARBLED}] + ["audio.csv", "report.json"]
     )
     row = table.set_index("item").loc["surround"]
     assert (row["sample_rate"], row["channels"], row["codec"]) == (96000, 6, "flac")
 
+    report = json.loads((resampled / "report.json").read_text())
+    assert report["ok"] == sorted(GOOD)
+    assert [f["item"] for f in report["failed"]] == ["garbled"]
+    assert report["failed"][0]["reason"].startswith("truncated or corrupt: decoded ")
     table = pd.read_csv(resampled / "audio.csv").set_index("item")
     assert list(table.reset_index().columns) == audio.RESAMPLED_COLUMNS
     assert set(table["sample_rate"]) == {16000} and set(table["channels"]) == {1}

@@ -17,10 +17,13 @@ import pytest
 import soundfile as sf
 from faster_whisper.vad import get_vad_model
 
-from tubetune import segment
+from tubetune import audio, segment
 from tubetune.audio import RESAMPLED_COLUMNS, load_audio
 from tubetune.fsutil import sha256_file
 from tubetune.segment import Span
+from tubetune.subtitles import read_vtt
+
+SAMPLE = Path(__file__).resolve().parents[1] / "data" / "sample"
 
 SR = 16000
 VOWEL_FORMANTS = [(730, 1090, 2440), (270, 2290, 3010), (300, 870, 2240), (530, 1840, 2480)]
@@ -213,6 +216,23 @@ def test_vad_chunks_cut_inside_silences(speech):
             if c.start_ms < end and c.end_ms > start
         )
         assert covered >= 0.95 * (end - start), (start, end)
+
+
+@pytest.mark.parametrize("stem", sorted(p.name.split(".")[0] for p in SAMPLE.glob("*.en.vtt")))
+def test_vad_never_cuts_inside_a_sentence_of_the_sample(tmp_path: Path, stem: str):
+    # Project defaults. The gold cues span exactly each audible sentence, so a cut (the
+    # padded boundary, where the audio really ends) strictly inside a cue would cut a word.
+    (media,) = [p for p in SAMPLE.glob(f"{stem}.*") if p.suffix not in (".vtt", ".md")]
+    audio.extract_audio(media, tmp_path / "a.mka")
+    audio.resample_to_wav(tmp_path / "a.mka", tmp_path / "a.wav")
+    chunks = segment.vad_spans(tmp_path / "a.wav", min_s=1.0, max_s=30, pad_ms=200)
+    cues = read_vtt(SAMPLE / f"{stem}.en.vtt")
+    assert cues and chunks
+    for boundary in [ms for c in chunks for ms in (c.start_ms, c.end_ms)]:
+        inside = [cue.text for cue in cues if cue.start_ms < boundary < cue.end_ms]
+        assert not inside, (boundary, inside)
+    for cue in cues:  # and every sentence is kept whole in one chunk
+        assert any(c.start_ms <= cue.start_ms and cue.end_ms <= c.end_ms for c in chunks), cue
 
 
 def test_write_chunks_cuts_exact_samples_deterministically(speech, tmp_path: Path):
