@@ -1,13 +1,15 @@
-"""Stage export: the fine-tuned model as CTranslate2 int8, for fast inference and serving."""
+"""Stage export: the final round's model, in Hugging Face layout and as CTranslate2 int8."""
 
 from pathlib import Path
 
 from tubetune import stage
-from tubetune.models import convert_hf_to_ct2
+from tubetune.models import export_model
+from tubetune.params import ROUNDS_DIR, load_params
 
 
 def main(argv: list[str]) -> None:
-    convert_hf_to_ct2(Path("models/finetuned"), Path("models/export/ct2"), quantization="int8")
+    params = load_params()
+    export_model(Path(ROUNDS_DIR) / params.final_round, Path("models/export"))
 
 
 if __name__ == "__main__":

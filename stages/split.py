@@ -14,7 +14,10 @@ def main(argv: list[str]) -> None:
         raw_root=Path("data/raw"), resampled_root=Path("data/resampled"),
         labels_root=Path("data/labels"),
     )
-    build_splits(videos, Path("data/split"), Path("metrics/split.json"), params.split)
+    build_splits(
+        videos, Path("data/split"), Path("metrics/split.json"), params.split,
+        rounds={name: r.sources for name, r in params.rounds.items()}, language=params.language,
+    )
 
 
 if __name__ == "__main__":

@@ -1,23 +1,24 @@
-"""Stage train: fine-tune the base model on the train split with Seq2SeqTrainer."""
+"""Stage train@ROUND: fine-tune the round's starting model on its slice with Seq2SeqTrainer."""
 
 from pathlib import Path
 
 from tubetune import stage
-from tubetune.params import load_params
+from tubetune.params import ROUNDS_DIR, load_params
 from tubetune.train import train_stage
 
 
 def main(argv: list[str]) -> None:
+    (name,) = argv
     params = load_params()
     train_stage(
-        train_csv=Path("data/split/train.csv"),
+        train_csv=Path("data/split/rounds") / name / "train.csv",
         validation_csv=Path("data/split/validation.csv"),
-        base_model_dir=Path("models/base/hf"),
-        output_dir=Path("models/finetuned"),
-        checkpoints_dir=Path("models/checkpoints"),
-        live_dir=Path("metrics/train_live"),
-        metrics_path=Path("metrics/train.json"),
-        language=params.language, task=params.task, params=params.train,
+        base_model_dir=Path(params.rounds[name].init),
+        output_dir=Path(ROUNDS_DIR) / name,
+        checkpoints_dir=Path("models/checkpoints") / name,
+        live_dir=Path("metrics/train_live") / name,
+        metrics_path=Path("metrics/train") / f"{name}.json",
+        language=params.language, task=params.task, params=params.round_train(name),
     )
 
 

@@ -65,12 +65,14 @@ def test_metrics_report_baseline_and_finetuned(project: Path) -> None:
     for model in ("baseline", "finetuned"):
         assert 0 <= metrics[model]["wer"] < 60, metrics
         assert 0 <= metrics[model]["cer"] < 60, metrics
-    assert metrics["test"]["reference"] == "subtitles"
+        assert 0 <= metrics[model]["heldout"]["wer"] < 80, metrics
+    assert metrics["sets"]["test"]["reference"] == "subtitles"
     shown = run(["dvc", "metrics", "show"], project).stdout
     assert "baseline.wer" in shown and "finetuned.cer" in shown
     predictions = pd.read_csv(project / "data/eval/predictions.csv")
-    assert {"text", "baseline", "finetuned", "baseline_error"} <= set(predictions.columns)
-    assert len(predictions) == metrics["test"]["utterances"] > 0
+    assert {"set", "text", "baseline", "finetuned", "baseline_error"} <= set(predictions.columns)
+    test_rows = predictions[predictions["set"] == "test"]
+    assert len(test_rows) == metrics["sets"]["test"]["utterances"] > 0
 
 
 def test_no_video_spans_two_splits(project: Path) -> None:
@@ -100,13 +102,14 @@ def ran_stages(output: str) -> set[str]:
 def test_segment_change_reruns_segment_and_downstream_only(project: Path) -> None:
     out = run(["dvc", "exp", "run", "-S", "segment.max_s=20", "-n", "seg20"], project).stdout
     families = {s.split("@")[0] for s in ran_stages(out)}
-    assert families == {"segment", "pseudo-label", "split", "train", "export", "evaluate"}
+    assert families == {"segment", "pseudo-label", "label-report", "split", "train", "export",
+                        "evaluate"}
     restore(project)
 
 
 def test_learning_rate_change_reruns_train_and_evaluate_only(project: Path) -> None:
     out = run(["dvc", "exp", "run", "-S", "train.learning_rate=3e-5", "-n", "lr3e5"], project)
-    assert ran_stages(out.stdout) == {"train", "export", "evaluate"}
+    assert ran_stages(out.stdout) == {"train@round1", "export", "evaluate"}
     shown = json.loads(run(["dvc", "exp", "show", "--json"], project).stdout)
     text = json.dumps(shown)
     assert "lr3e5" in text and "seg20" in text and "3e-05" in text and "finetuned" in text

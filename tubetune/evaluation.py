@@ -1,13 +1,16 @@
-"""Score models on the test split: WER, CER, edit counts, real-time factor, per utterance.
+"""Score models on the test split (and a held-out set): WER, CER, edits, real-time factor.
 
-The baseline (the model before fine-tuning) is always scored with the same engine and
-settings as the fine-tuned model, on the same utterances, so the difference means something.
+The baseline (the model before fine-tuning) and every fine-tuning round are scored with
+the same engine and settings on the same utterances, so differences mean something. A
+second held-out set of a different kind catches a model that got better on its own domain
+by forgetting everything else.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import tempfile
 import time
 from pathlib import Path
 
@@ -22,25 +25,38 @@ from tubetune.teacher import FasterWhisperTranscriber
 
 log = logging.getLogger(__name__)
 
+PREDICTION_COLUMNS = ["set", "path", "source", "item", "start_ms", "end_ms", "reference", "text"]
+
 
 def transcribe_manifest(
-    frame: pd.DataFrame, model_dir: Path, language: str, task: str, params: EvaluateParams
+    frame: pd.DataFrame, model: FasterWhisperTranscriber, language: str, task: str,
+    beam_size: int,
 ) -> tuple[list[str], float]:
     """Transcripts of every row's audio and the real-time factor of doing so."""
-    model = FasterWhisperTranscriber(model_dir, params.device, params.compute_type)
     texts, busy = [], 0.0
-    for row in tqdm(frame.itertuples(index=False), total=len(frame), desc=f"eval {model_dir}"):
+    for row in tqdm(frame.itertuples(index=False), total=len(frame), desc="evaluate"):
         audio = load_audio(Path(row.path))
         started = time.perf_counter()
-        result = model.transcribe(audio, row.language or language, task, params.beam_size)
+        result = model.transcribe(audio, row.language or language, task, beam_size)
         busy += time.perf_counter() - started
         texts.append(result.text)
-    audio_s = float(frame["duration_s"].sum()) or 1.0
+    audio_s = sum(len(load_audio(Path(p))) for p in frame["path"]) / 16000 or 1.0
     return texts, busy / audio_s
 
 
+def _ct2_dir(model: Path, workdir: Path) -> Path:
+    """A CTranslate2 dir for ``model`` (Hugging Face dirs are converted to int8 first)."""
+    if (model / "model.bin").is_file():
+        return model
+    from tubetune.models import convert_hf_to_ct2
+
+    out = workdir / model.name
+    convert_hf_to_ct2(model, out, quantization="int8")
+    return out
+
+
 def evaluate_models(
-    test_csv: Path,
+    sets: dict[str, pd.DataFrame],
     models: dict[str, Path],
     predictions_path: Path,
     metrics_path: Path,
@@ -48,32 +64,81 @@ def evaluate_models(
     task: str,
     params: EvaluateParams,
 ) -> dict[str, dict]:
-    """Score each named model on ``test_csv``; write per-utterance CSV and metrics JSON."""
-    frame = pd.read_csv(test_csv, dtype={"path": str, "text": str, "language": str},
-                        keep_default_na=False)
-    if frame.empty:
-        raise ValueError(f"evaluate: {test_csv} has no utterances")
-    out = frame[["path", "source", "item", "start_ms", "end_ms", "reference", "text"]].copy()
+    """Score each named model on each named set; write per-utterance CSV and metrics JSON.
+
+    ``sets`` maps a name (``test`` first) to a manifest frame; the first set's scores sit at
+    the top of each model's metrics, other sets under their name.
+    """
+    sets = {name: frame for name, frame in sets.items() if not frame.empty}
+    if "test" not in sets:
+        raise ValueError("evaluate: the test split has no utterances")
     metrics: dict[str, dict] = {
-        "test": {"utterances": len(frame), "hours": round(frame["duration_s"].sum() / 3600, 4),
-                 "reference": ",".join(sorted(set(frame["reference"])))}
+        "sets": {name: {"utterances": len(f), "hours": round(f["duration_s"].sum() / 3600, 4),
+                        "reference": ",".join(sorted(set(f["reference"])))}
+                 for name, f in sets.items()}
     }
-    for name, model_dir in models.items():
-        hyps, rtf = transcribe_manifest(frame, model_dir, language, task, params)
-        out[name] = hyps
-        out[f"{name}_error"] = [
-            utterance_error_rate(r.text, h, r.language or language)
-            for r, h in zip(frame.itertuples(index=False), hyps, strict=True)
-        ]
-        rates = error_rates(frame["text"].tolist(), hyps, language)
-        metrics[name] = {**rates.as_dict(), "rtf": round(rtf, 3)}
-        log.info("evaluate %s: WER %.2f CER %.2f RTF %.3f", name, rates.wer, rates.cer, rtf)
-    if "baseline" in metrics and "finetuned" in metrics:
-        for key in ("wer", "cer"):
-            base = metrics["baseline"][key]
-            change = (metrics["finetuned"][key] - base) / base * 100 if base else 0.0
-            metrics[f"relative_{key}_change_pct"] = round(change, 2)
-    with atomic_path(predictions_path) as tmp:
-        out.to_csv(tmp, index=False, lineterminator="\n")
+    predictions = {
+        name: frame.assign(set=name)[PREDICTION_COLUMNS].copy() for name, frame in sets.items()
+    }
+    with tempfile.TemporaryDirectory(prefix="tubetune-eval-") as tmp:
+        for model_name, model_dir in models.items():
+            model = FasterWhisperTranscriber(
+                _ct2_dir(model_dir, Path(tmp)), params.device, params.compute_type
+            )
+            for set_name, frame in sets.items():
+                hyps, rtf = transcribe_manifest(frame, model, language, task, params.beam_size)
+                predictions[set_name][model_name] = hyps
+                predictions[set_name][f"{model_name}_error"] = [
+                    utterance_error_rate(r.text, h, r.language or language)
+                    for r, h in zip(frame.itertuples(index=False), hyps, strict=True)
+                ]
+                rates = {**error_rates(frame["text"].tolist(), hyps, language).as_dict(),
+                         "rtf": round(rtf, 3)}
+                scores = metrics.setdefault(model_name, {})
+                if set_name == "test":
+                    scores.update(rates)
+                else:
+                    scores[set_name] = rates
+                log.info("evaluate %s on %s: WER %.2f CER %.2f RTF %.3f", model_name, set_name,
+                         rates["wer"], rates["cer"], rtf)
+    _relative_changes(metrics, [m for m in models if m != "baseline"])
+    with atomic_path(predictions_path) as tmp_csv:
+        pd.concat(predictions.values()).to_csv(tmp_csv, index=False, lineterminator="\n")
     atomic_write_text(metrics_path, json.dumps(metrics, indent=2) + "\n")
     return metrics
+
+
+def _relative_changes(metrics: dict[str, dict], tuned: list[str]) -> None:
+    """Add ``relative_<metric>_change_pct`` (vs the baseline) to each fine-tuned model."""
+    base = metrics.get("baseline")
+    if not base:
+        return
+    for name in tuned:
+        scores = metrics[name]
+        for key in ("wer", "cer"):
+            if base[key]:
+                scores[f"relative_{key}_change_pct"] = round(
+                    (scores[key] - base[key]) / base[key] * 100, 2
+                )
+        for set_name, rates in list(scores.items()):
+            if isinstance(rates, dict) and isinstance(base.get(set_name), dict):
+                for key in ("wer", "cer"):
+                    if base[set_name][key]:
+                        rates[f"relative_{key}_change_pct"] = round(
+                            (rates[key] - base[set_name][key]) / base[set_name][key] * 100, 2
+                        )
+
+
+def comparison_table(metrics: dict[str, dict], path: Path) -> None:
+    """One row per model and set (WER, CER): the data of the comparison plot."""
+    rows = []
+    for model, scores in metrics.items():
+        if model == "sets":
+            continue
+        rows.append({"model": model, "set": "test", "wer": scores["wer"], "cer": scores["cer"]})
+        for set_name, rates in scores.items():
+            if isinstance(rates, dict):
+                rows.append({"model": model, "set": set_name, "wer": rates["wer"],
+                             "cer": rates["cer"]})
+    with atomic_path(path) as tmp:
+        pd.DataFrame(rows).to_csv(tmp, index=False, lineterminator="\n")

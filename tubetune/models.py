@@ -679,3 +679,11 @@ def _generation_config(
             task: token_id(f"<|{task}|>") for task in ("translate", "transcribe")
         }
     return GenerationConfig(**settings)
+
+
+def export_model(hf_dir: Path, out_dir: Path) -> None:
+    """``out_dir/hf`` (a copy of the model) and ``out_dir/ct2`` (CTranslate2 int8), atomically."""
+    with atomic_path(out_dir) as tmp:
+        tmp.mkdir(parents=True)
+        shutil.copytree(hf_dir, tmp / "hf")
+        convert_hf_to_ct2(tmp / "hf", tmp / "ct2", quantization="int8")

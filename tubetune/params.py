@@ -119,6 +119,7 @@ class SplitParams:
     test_fraction: float = 0.2
     min_duration_s: float = 0.5
     max_duration_s: float = 30.0
+    external_test: str | None = None
 
 
 @dataclass(frozen=True)
@@ -145,12 +146,32 @@ class TrainParams:
 
 
 @dataclass(frozen=True)
+class RoundParams:
+    """One sequential fine-tuning round (the course plan's #1..#5).
+
+    ``init`` is the model it starts from: ``models/base/hf`` or an earlier round's
+    ``models/rounds/<name>``. ``sources`` restricts its training videos to those sources;
+    rounds without ``sources`` share the remaining training videos evenly. ``train``
+    overrides keys of the global ``train`` section for this round.
+    """
+
+    init: str = "models/base/hf"
+    sources: list[str] = field(default_factory=list)
+    train: dict[str, Any] = field(default_factory=dict)
+
+
+BASE_MODEL_DIR = "models/base/hf"
+ROUNDS_DIR = "models/rounds"
+
+
+@dataclass(frozen=True)
 class EvaluateParams:
     """How baseline and fine-tuned models are scored on the test split."""
 
     beam_size: int = 5
     compute_type: str = "auto"
     device: str = "auto"
+    heldout: str | None = None
 
 
 @dataclass(frozen=True)
@@ -167,6 +188,7 @@ class Params:
     split: SplitParams = field(default_factory=SplitParams)
     train: TrainParams = field(default_factory=TrainParams)
     evaluate: EvaluateParams = field(default_factory=EvaluateParams)
+    rounds: dict[str, RoundParams] = field(default_factory=lambda: {"round1": RoundParams()})
 
     def source(self, name: str) -> SourceParams:
         """The source called ``name``, or a clear error listing the known names."""
@@ -174,6 +196,18 @@ class Params:
             known = ", ".join(sorted(self.sources)) or "none"
             raise ParamsError(f"params.yaml: sources.{name}: no such source (known: {known})")
         return self.sources[name]
+
+    def round_train(self, name: str) -> TrainParams:
+        """The ``train`` settings of round ``name`` (global ones with its overrides)."""
+        if name not in self.rounds:
+            raise ParamsError(f"params.yaml: rounds.{name}: no such round")
+        merged = {**dataclasses.asdict(self.train), **self.rounds[name].train}
+        return parse_section(TrainParams, merged, f"rounds.{name}.train")
+
+    @property
+    def final_round(self) -> str:
+        """The last round: its model is the one exported."""
+        return list(self.rounds)[-1]
 
     def language_of(self, name: str) -> str:
         """A source's language, falling back to the global ``language``."""
@@ -210,8 +244,16 @@ def parse_params(raw: Any, origin: str = "params.yaml") -> Params:
         if isinstance(entry, str | list):
             entry = {"url": entry}
         sources[name] = _build(SourceParams, entry, key, origin)
+    rounds_raw = raw.pop("rounds", None) or {"round1": {}}
+    if not isinstance(rounds_raw, dict):
+        raise ParamsError(f"{origin}: rounds: expected a mapping of round name -> settings")
+    rounds = {}
+    for name, entry in rounds_raw.items():
+        if not isinstance(name, str) or not SOURCE_NAME_RE.match(name):
+            raise ParamsError(f"{origin}: rounds.{name}: names use letters, digits, '_', '-', '.'")
+        rounds[name] = _build(RoundParams, entry, f"rounds.{name}", origin)
     params = _build(Params, {**raw, "sources": {}}, "", origin)
-    params = dataclasses.replace(params, sources=sources)
+    params = dataclasses.replace(params, sources=sources, rounds=rounds)
     _check_values(params, origin)
     return params
 
@@ -381,6 +423,16 @@ def _check_values(p: Params, origin: str) -> None:
         raise bad("train.early_stopping_patience", "needs train.eval_steps > 0")
     if tr.precision not in ("auto", "fp32", "fp16", "bf16"):
         raise bad("train.precision", "expected auto, fp32, fp16 or bf16")
+    earlier: list[str] = []
+    for name, rnd in p.rounds.items():
+        allowed = [BASE_MODEL_DIR] + [f"{ROUNDS_DIR}/{e}" for e in earlier]
+        if rnd.init not in allowed:
+            raise bad(f"rounds.{name}.init", f"expected one of {', '.join(allowed)}")
+        unknown = sorted(set(rnd.sources) - set(p.sources))
+        if unknown:
+            raise bad(f"rounds.{name}.sources", f"unknown source {unknown[0]!r}")
+        p.round_train(name)
+        earlier.append(name)
     for name, src in p.sources.items():
         for i, url in enumerate(src.urls):
             if not isinstance(url, str) or not url.strip():

@@ -10,6 +10,7 @@ column says which.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import logging
@@ -17,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
+import soundfile as sf
 
 from tubetune.fsutil import atomic_path, atomic_write_text
 from tubetune.params import SplitParams
@@ -113,13 +115,62 @@ def _pseudo_rows(video: Video, params: SplitParams) -> list[dict]:
     ]
 
 
-def build_splits(videos: list[Video], out_dir: Path, metrics_path: Path,
-                 params: SplitParams) -> dict[str, pd.DataFrame]:
-    """Write ``train/validation/test.csv`` (+ gold utterance audio) and a split report."""
+def assign_rounds(train_videos: list[Video], rounds: dict[str, list[str]],
+                  seed: int) -> dict[str, list[str]]:
+    """Video keys per round: a round naming sources takes their training videos; rounds
+    that name none share the other training videos evenly (deterministic order)."""
+    claimed: dict[str, list[str]] = {}
+    for name, sources in rounds.items():
+        if sources:
+            claimed[name] = sorted(v.key for v in train_videos if v.source in sources)
+    taken = {key for keys in claimed.values() for key in keys}
+    free = sorted((v for v in train_videos if v.key not in taken),
+                  key=lambda v: hashlib.sha256(f"{seed}:{v.key}".encode()).hexdigest())
+    open_rounds = [name for name, sources in rounds.items() if not sources]
+    for i, name in enumerate(open_rounds):
+        claimed[name] = sorted(v.key for v in free[i :: len(open_rounds)])
+    return {name: claimed[name] for name in rounds}
+
+
+def external_rows(csv_path: Path, language: str) -> list[dict]:
+    """A fixed test set given as a CSV of ``path,text[,language]`` (used as is)."""
+    frame = pd.read_csv(csv_path, dtype=str, keep_default_na=False)
+    missing = {"path", "text"} - set(frame.columns)
+    if missing:
+        raise ValueError(f"split.external_test: {csv_path} lacks column(s) {sorted(missing)}")
+    base = csv_path.parent
+    rows = []
+    for r in frame.itertuples(index=False):
+        path = Path(r.path) if Path(r.path).is_absolute() else base / r.path
+        if not path.is_file():
+            raise ValueError(f"split.external_test: {csv_path}: audio file {r.path!r} not found")
+        duration = sf.info(path).duration if path.suffix.lower() in (".wav", ".flac") else 0.0
+        rows.append({"path": path.as_posix(), "text": clean_target(r.text),
+                     "source": "external", "item": path.stem, "start_ms": 0,
+                     "end_ms": round(duration * 1000), "duration_s": round(duration, 3),
+                     "language": getattr(r, "language", "") or language,
+                     "reference": "external"})
+    return rows
+
+
+def build_splits(videos: list[Video], out_dir: Path, metrics_path: Path, params: SplitParams,
+                 rounds: dict[str, list[str]] | None = None,
+                 language: str = "en") -> dict[str, pd.DataFrame]:
+    """Write ``train/validation/test.csv`` (+ gold utterance audio), the per-round training
+    slices ``rounds/<name>/train.csv`` and a split report.
+
+    With ``params.external_test`` the test split is that fixed CSV and every video goes to
+    train or validation.
+    """
     if not videos:
         raise ValueError("split: no labelled videos to split")
+    external = Path(params.external_test) if params.external_test else None
+    if external is not None:
+        params = dataclasses.replace(params, test_fraction=0.0)
     assignment = assign_splits(videos, params)
     rows: dict[str, list[dict]] = {s: [] for s in SPLITS}
+    if external is not None:
+        rows["test"] = external_rows(external, language)
     with atomic_path(out_dir / "audio") as audio_dir:
         audio_dir.mkdir()
         for video in videos:
@@ -137,6 +188,15 @@ def build_splits(videos: list[Video], out_dir: Path, metrics_path: Path,
         with atomic_path(out_dir / f"{split}.csv") as tmp:
             frame.to_csv(tmp, index=False, lineterminator="\n")
         frames[split] = frame
+    rounds = rounds or {"round1": []}
+    train_videos = [v for v in videos if assignment[v.key] == "train"]
+    per_round = assign_rounds(train_videos, rounds, params.seed)
+    with atomic_path(out_dir / "rounds") as rounds_dir:
+        for name, keys in per_round.items():
+            frame = frames["train"]
+            frame = frame[(frame["source"] + "/" + frame["item"]).isin(keys)]
+            (rounds_dir / name).mkdir(parents=True)
+            frame.to_csv(rounds_dir / name / "train.csv", index=False, lineterminator="\n")
     report = {
         split: {
             "utterances": len(frames[split]),
@@ -146,12 +206,17 @@ def build_splits(videos: list[Video], out_dir: Path, metrics_path: Path,
         }
         for split in SPLITS
     }
+    report["rounds"] = {name: {"videos": keys} for name, keys in per_round.items()}
     atomic_write_text(metrics_path, json.dumps(report, indent=2) + "\n")
     for split in SPLITS:
         log.info("split %s: %d utterances, %.3f h, videos %s", split,
                  report[split]["utterances"], report[split]["hours"], report[split]["videos"])
     if frames["train"].empty:
         raise ValueError("split: the train split is empty (no kept labels in train videos)")
+    empty = [name for name, keys in per_round.items() if not keys]
+    if empty:
+        raise ValueError(f"split: round {empty[0]!r} has no training videos (more rounds "
+                         "than training videos?)")
     return frames
 
 
