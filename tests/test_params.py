@@ -73,3 +73,24 @@ def test_unknown_source_is_a_clear_error() -> None:
 def test_missing_file_is_named(tmp_path: Path) -> None:
     with pytest.raises(ParamsError, match="file not found"):
         load_params(tmp_path / "params.yaml")
+
+
+def test_rounds_chain_from_base_or_earlier_rounds() -> None:
+    raw = base()
+    raw["rounds"] = {
+        "r1": {"init": "models/base/hf"},
+        "r2": {"init": "models/rounds/r1", "train": {"learning_rate": 5e-6}},
+    }
+    params = parse_params(raw)
+    assert params.final_round == "r2"
+    assert params.round_train("r2").learning_rate == 5e-6
+    assert params.round_train("r1").learning_rate == params.train.learning_rate
+    raw["rounds"] = {"r1": {"init": "models/rounds/r2"}, "r2": {}}
+    with pytest.raises(ParamsError, match=r"rounds\.r1\.init"):
+        parse_params(raw)
+    raw["rounds"] = {"r1": {"train": {"max_steps": "x"}}}
+    with pytest.raises(ParamsError, match=r"rounds\.r1\.train\.max_steps"):
+        parse_params(raw)
+    raw["rounds"] = {"r1": {"sources": ["nope"]}}
+    with pytest.raises(ParamsError, match=r"rounds\.r1\.sources"):
+        parse_params(raw)

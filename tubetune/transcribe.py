@@ -104,8 +104,8 @@ def transcribe_file(
 
     with tempfile.TemporaryDirectory(prefix="tubetune-transcribe-") as tmp:
         workdir = Path(tmp)
+        audio = _local_audio(source, workdir)  # a bad input fails before any model work
         model_dir = _ct2_model(model, workdir)
-        audio = _local_audio(source, workdir)
         device = pick_device(device)
         whisper = WhisperModel(
             str(model_dir), device=device, compute_type=pick_compute_type(compute_type, device)
