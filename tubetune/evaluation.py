@@ -33,15 +33,15 @@ def transcribe_manifest(
     beam_size: int,
 ) -> tuple[list[str], float]:
     """Transcripts of every row's audio and the real-time factor of doing so."""
-    texts, busy = [], 0.0
+    texts, busy, samples = [], 0.0, 0
     for row in tqdm(frame.itertuples(index=False), total=len(frame), desc="evaluate"):
         audio = load_audio(Path(row.path))
+        samples += len(audio)
         started = time.perf_counter()
         result = model.transcribe(audio, row.language or language, task, beam_size)
         busy += time.perf_counter() - started
         texts.append(result.text)
-    audio_s = sum(len(load_audio(Path(p))) for p in frame["path"]) / 16000 or 1.0
-    return texts, busy / audio_s
+    return texts, busy / ((samples / 16000) or 1.0)
 
 
 def _ct2_dir(model: Path, workdir: Path) -> Path:
