@@ -16,6 +16,7 @@ import pandas as pd
 import torch
 
 from tubetune.audio import load_audio
+from tubetune.text import whisper_language
 
 SAMPLE_RATE = 16_000
 
@@ -25,11 +26,6 @@ def load_manifest(csv_path: Path) -> datasets.Dataset:
     frame = pd.read_csv(csv_path, dtype={"path": str, "text": str, "language": str},
                         keep_default_na=False)
     return datasets.Dataset.from_pandas(frame[["path", "text", "language"]], preserve_index=False)
-
-
-def whisper_language(language: str | None) -> str | None:
-    """Whisper's language token name for a code: ``zh-TW`` -> ``zh``."""
-    return language.split("-")[0].lower() if language else None
 
 
 @dataclass

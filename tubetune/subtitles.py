@@ -12,6 +12,8 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from tubetune.text import base_language
+
 _TIME = r"(?:(\d+):)?(\d{1,2}):(\d{2})[.,](\d{3})"
 _CUE_TIMING = re.compile(rf"^\s*{_TIME}\s*-->\s*{_TIME}")
 _TAG = re.compile(r"<[^>]*>")
@@ -101,10 +103,10 @@ def pick_subtitle(raw_dir: Path, names: str, language: str) -> Path | None:
 
     Files are named ``<item>.<lang>.vtt``; ``en`` matches ``en-US`` too.
     """
-    lang = language.split("-")[0].lower()
+    lang = base_language(language)
     for name in str(names or "").split(";"):
         parts = name.split(".")
         path = Path(raw_dir) / name
-        if len(parts) >= 3 and parts[-2].split("-")[0].lower() == lang and path.is_file():
+        if len(parts) >= 3 and base_language(parts[-2]) == lang and path.is_file():
             return path
     return None

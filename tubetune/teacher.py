@@ -27,6 +27,8 @@ from typing import Protocol
 
 import numpy as np
 
+from tubetune.text import whisper_language
+
 log = logging.getLogger(__name__)
 
 ENGINES = ("faster-whisper", "transformers")
@@ -98,11 +100,6 @@ def pick_compute_type(compute_type: str, device: str) -> str:
     return "float16" if device == "cuda" else "int8"
 
 
-def _whisper_language(language: str | None) -> str | None:
-    """Whisper knows ``zh``, not ``zh-TW``: strip the region."""
-    return language.split("-")[0].lower() if language else None
-
-
 class FasterWhisperTranscriber:
     """A CTranslate2 Whisper model kept in memory (the default teacher and the evaluator)."""
 
@@ -136,7 +133,7 @@ class FasterWhisperTranscriber:
         """Transcribe a float32 16 kHz mono clip (≤ 30 s) without previous-text conditioning."""
         segments, info = self.model.transcribe(
             audio,
-            language=_whisper_language(language),
+            language=whisper_language(language),
             task=task,
             beam_size=beam_size,
             temperature=list(temperatures),
@@ -189,7 +186,7 @@ class FasterWhisperTranscriber:
              for a in audios]
         )
         encoded = wm.encode(features)
-        forced = _whisper_language(options.language)
+        forced = whisper_language(options.language)
         if forced or not wm.model.is_multilingual:
             langs = [(forced or "en", 1.0)] * len(audios)
         else:
@@ -258,7 +255,7 @@ class TransformersTranscriber:
             encoder_outputs = self.model.get_encoder()(features)
             first = self._score(encoder_outputs, None)
             langs = [
-                (_whisper_language(options.language), 1.0) if options.language else lp
+                (whisper_language(options.language), 1.0) if options.language else lp
                 for lp in first["languages"]
             ]
             results: list[Transcript | None] = [None] * len(audios)

@@ -35,6 +35,11 @@ def base_language(language: str | None) -> str:
     return (language or "").split("-")[0].lower()
 
 
+def whisper_language(language: str | None) -> str | None:
+    """Whisper's language token name for a code (``zh-TW`` -> ``zh``); None stays None."""
+    return base_language(language) or None
+
+
 def uses_characters(language: str | None) -> bool:
     """True when the language is scored by CER rather than WER."""
     return base_language(language) in CHARACTER_LANGUAGES

@@ -27,11 +27,11 @@ from transformers import (
 )
 from transformers.trainer_utils import get_last_checkpoint
 
-from tubetune.dataset import WhisperCollator, load_manifest, whisper_language
+from tubetune.dataset import WhisperCollator, load_manifest
 from tubetune.fsutil import atomic_path, atomic_write_text, sha256_file
 from tubetune.metrics import error_rates
 from tubetune.params import TrainParams
-from tubetune.text import uses_characters
+from tubetune.text import uses_characters, whisper_language
 
 log = logging.getLogger(__name__)
 
