@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -95,6 +96,7 @@ def test_killed_training_resumes_from_last_checkpoint(
     assert proc.returncode == -9, proc.stderr[-2000:]
     assert (workdir / "ckpt" / "checkpoint-4").is_dir()
     assert not (workdir / "out").exists()  # nothing half-written in place of the model
+    shutil.copytree(workdir / "ckpt", workdir / "ckpt-killed")
 
     with caplog.at_level(logging.INFO, logger="tubetune.train"):
         summary = train_stage(workdir / "train.csv", workdir / "validation.csv",
@@ -106,12 +108,17 @@ def test_killed_training_resumes_from_last_checkpoint(
     assert summary["steps"] == 6
     assert (workdir / "out" / "model.safetensors").is_file()
     assert json.loads((workdir / "train.json").read_text())["steps"] == 6
-    assert not list((workdir / "ckpt").glob("checkpoint-*"))  # cleaned after success
+    assert not (workdir / "ckpt").exists()  # cleaned after success
 
-    # Different settings must not continue from this run's checkpoints.
+    # Different settings must not continue from the killed run's checkpoints.
+    shutil.copytree(workdir / "ckpt-killed", workdir / "ckpt")
+    caplog.clear()
     settings["learning_rate"] = 2e-3
     settings["max_steps"] = 2
-    summary = train_stage(workdir / "train.csv", workdir / "validation.csv", workdir / "model",
-                          workdir / "out", workdir / "ckpt", workdir / "live",
-                          workdir / "train.json", "en", "transcribe", TrainParams(**settings))
+    with caplog.at_level(logging.INFO, logger="tubetune.train"):
+        summary = train_stage(workdir / "train.csv", workdir / "validation.csv",
+                              workdir / "model", workdir / "out", workdir / "ckpt",
+                              workdir / "live", workdir / "train.json", "en", "transcribe",
+                              TrainParams(**settings))
     assert summary["steps"] == 2
+    assert not any("resuming from" in r.message for r in caplog.records)

@@ -247,8 +247,9 @@ def train_stage(
     )
     live.end()
     # Checkpoints exist to resume an interrupted run; a finished run does not need them.
-    for checkpoint in checkpoints_dir.glob("checkpoint-*"):
-        shutil.rmtree(checkpoint)
+    # The folder is deliberately not a DVC output: DVC cannot restore uncached outputs, so
+    # a leftover stamp from an experiment would make the stage look changed.
+    shutil.rmtree(checkpoints_dir)
     atomic_write_text(metrics_path, json.dumps(summary, indent=2) + "\n")
     log.info("train: %s", summary)
     return summary
