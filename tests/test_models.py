@@ -24,7 +24,9 @@ from tubetune.models import (
     convert_hf_to_ct2,
     load_hf_model,
     prepare_base_model,
+    prepare_teacher_model,
     resolve_model,
+    teacher_dirs,
 )
 
 DATA = Path(__file__).parent / "data" / "models"
@@ -141,6 +143,21 @@ def test_prepare_from_local_dirs(tiny: dict, tmp_path: Path) -> None:
         for name, tensor in saved_weights(tiny["hf"]).items():  # float32 all the way: exact
             assert torch.equal(tensor, restored[name]), name
     assert not list(tmp_path.glob("*/.*.tmp")), "temporary directories left behind"
+
+
+def test_teacher_is_the_base_model_or_its_own(tiny: dict, tmp_path: Path) -> None:
+    base_hf, base_ct2 = Path("models/base/hf"), Path("models/base/ct2")
+    prepare_teacher_model("base", tmp_path / "teacher", base_hf, base_ct2)
+    assert teacher_dirs(tmp_path / "teacher") == (base_ct2, base_hf)
+    assert [p.name for p in (tmp_path / "teacher").iterdir()] == ["teacher.json"]  # no copy
+
+    prepare_teacher_model(str(tiny["hf"]), tmp_path / "teacher", base_hf, base_ct2)
+    ct2_dir, hf_dir = teacher_dirs(tmp_path / "teacher")
+    assert (ct2_dir, hf_dir) == (tmp_path / "teacher" / "ct2", tmp_path / "teacher" / "hf")
+    assert resolve_model(str(ct2_dir)).kind == "ct2" and resolve_model(str(hf_dir)).kind == "hf"
+    with pytest.raises(ModelError, match="does not exist"):
+        prepare_teacher_model("./no/such/model", tmp_path / "teacher", base_hf, base_ct2)
+    assert teacher_dirs(tmp_path / "teacher")[0] == ct2_dir  # the old teacher is kept
 
 
 def test_resolve_model_kinds(tiny: dict) -> None:

@@ -179,6 +179,36 @@ def prepare_base_model(spec: str, hf_dir: Path, ct2_dir: Path) -> None:
     log.info("prepared %r in %.1f s: %s, %s", spec, time.monotonic() - start, hf_dir, ct2_dir)
 
 
+TEACHER_JSON = "teacher.json"
+
+
+def prepare_teacher_model(spec: str, out_dir: Path, base_hf: Path, base_ct2: Path) -> None:
+    """The pseudo-labelling teacher in ``out_dir``.
+
+    ``base`` (the default) reuses the base model: ``out_dir`` only records that, so the
+    ~300 MB per layout are not copied. Any other spec (bundled, local directory, hub id,
+    e.g. a larger or language-tuned Whisper) is prepared like the base model into
+    ``out_dir/hf`` and ``out_dir/ct2``. teacher_dirs reads the result.
+    """
+    out_dir = Path(out_dir)
+    with atomic_path(out_dir) as tmp:
+        tmp.mkdir()
+        if spec == "base":
+            record = {"model": "base", "hf": Path(base_hf).as_posix(),
+                      "ct2": Path(base_ct2).as_posix()}
+        else:
+            prepare_base_model(spec, tmp / "hf", tmp / "ct2")
+            record = {"model": spec, "hf": (out_dir / "hf").as_posix(),
+                      "ct2": (out_dir / "ct2").as_posix()}
+        (tmp / TEACHER_JSON).write_text(json.dumps(record, indent=2) + "\n")
+
+
+def teacher_dirs(teacher_dir: Path) -> tuple[Path, Path]:
+    """(CTranslate2 dir, Hugging Face dir) of the teacher prepared by prepare_teacher_model."""
+    record = _read_json(Path(teacher_dir) / TEACHER_JSON)
+    return Path(record["ct2"]), Path(record["hf"])
+
+
 def _package_dir(package: str, distributions: tuple[str, ...]) -> Path:
     """The folder of an installed package, found through the import system."""
     found = importlib.util.find_spec(package)

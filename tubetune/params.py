@@ -375,8 +375,8 @@ def _check_values(p: Params, origin: str) -> None:
     lb = p.labels
     if lb.engine not in ("faster-whisper", "transformers"):
         raise bad("labels.engine", f"expected faster-whisper or transformers, got {lb.engine!r}")
-    if lb.model != "base":
-        raise bad("labels.model", "only 'base' (the base_model prepared in models/base) for now")
+    if not lb.model.strip():
+        raise bad("labels.model", "expected 'base' or a model spec (bundled:, a dir, a hub id)")
     if lb.device not in ("auto", "cpu", "cuda"):
         raise bad("labels.device", f"expected auto, cpu or cuda, got {lb.device!r}")
     for name in ("beam_size", "batch_size"):
