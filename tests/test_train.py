@@ -19,7 +19,7 @@ from transformers import WhisperProcessor
 from helpers.tiny_whisper import make_tiny_whisper
 from tubetune.dataset import WhisperCollator, load_manifest
 from tubetune.params import TrainParams
-from tubetune.train import precision_flags, train_stage
+from tubetune.train import FineTuner, precision_flags, train_stage
 
 TEXTS = ["the cat sat on the mat", "a bird sings at dawn", "rain falls on the roof",
          "open the door please", "the river runs fast", "bread is in the oven"]
@@ -56,6 +56,17 @@ def test_collator_builds_scaled_features_and_prefixed_labels(workdir: Path) -> N
     decoded = tok.decode([t for t in labels[1].tolist() if t != -100], skip_special_tokens=True)
     assert decoded.strip() == TEXTS[1]
     assert (labels == -100).any()  # shorter text padded with the ignore index
+
+
+def test_spec_augment_and_frozen_encoder_follow_params(workdir: Path) -> None:
+    params = TrainParams(spec_augment=True, mask_time_prob=0.1, mask_feature_prob=0.02)
+    tuner = FineTuner(workdir / "model", "en", "transcribe", params)
+    config = tuner.model.config
+    assert (config.apply_spec_augment, config.mask_time_prob, config.mask_feature_prob) == (
+        True, 0.1, 0.02)
+    assert not any(p.requires_grad for p in tuner.model.model.encoder.parameters())
+    assert FineTuner(workdir / "model", "en", "transcribe",
+                     TrainParams()).model.config.apply_spec_augment is False
 
 
 def test_cpu_uses_fp32_and_refuses_fp16() -> None:

@@ -130,11 +130,14 @@ class TrainParams:
     learning_rate: float = 1e-5
     lr_scheduler: str = "constant_with_warmup"
     warmup_steps: int = 5
-    max_steps: int = 30
+    max_steps: int = 20
     per_device_batch_size: int = 4
     gradient_accumulation_steps: int = 1
     weight_decay: float = 0.0
     freeze_encoder: bool = True
+    spec_augment: bool = False
+    mask_time_prob: float = 0.05
+    mask_feature_prob: float = 0.0
     gradient_checkpointing: bool = False
     precision: str = "auto"
     eval_steps: int = 0
@@ -423,6 +426,9 @@ def _check_values(p: Params, origin: str) -> None:
         raise bad("train.early_stopping_patience", "needs train.eval_steps > 0")
     if tr.precision not in ("auto", "fp32", "fp16", "bf16"):
         raise bad("train.precision", "expected auto, fp32, fp16 or bf16")
+    for name in ("mask_time_prob", "mask_feature_prob"):
+        if not 0 <= getattr(tr, name) <= 1:
+            raise bad(f"train.{name}", "must be in [0, 1]")
     earlier: list[str] = []
     for name, rnd in p.rounds.items():
         allowed = [BASE_MODEL_DIR] + [f"{ROUNDS_DIR}/{e}" for e in earlier]

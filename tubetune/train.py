@@ -66,6 +66,11 @@ class FineTuner:
         self.enforce_language(self.language)
         if self.params.freeze_encoder:
             self.model.freeze_encoder()
+        # SpecAugment (Whisper's built-in time/feature masking, applied in training only).
+        config = self.model.config
+        config.apply_spec_augment = self.params.spec_augment
+        config.mask_time_prob = self.params.mask_time_prob
+        config.mask_feature_prob = self.params.mask_feature_prob
         self.metric = "cer" if uses_characters(self.language) else "wer"
 
     def enforce_language(self, language: str) -> None:
