@@ -125,6 +125,18 @@ def test_adding_a_source_runs_only_that_source(project: Path) -> None:
     assert per_source == {f"{stage}@extra" for stage in DATA_STAGES}
 
 
+def test_a_second_round_starts_from_the_first(project: Path) -> None:
+    edit_params(project, **{"rounds.round2": {"init": "models/rounds/round1"}})
+    try:
+        status = json.loads(run(["dvc", "status", "--json"], project).stdout)
+        dag = run(["dvc", "dag", "--dot"], project).stdout
+    finally:
+        restore(project)
+    assert {"split", "train@round2", "export", "evaluate"} <= set(status), status
+    assert "train@round1" not in status
+    assert '"train@round1" -> "train@round2";' in dag, dag
+
+
 def test_bad_source_is_named_and_others_are_kept(project: Path) -> None:
     edit_params(project, **{"sources.broken": {"url": "data/sample/no-such-file.mp4"}})
     try:
