@@ -13,6 +13,7 @@ Four configurations, so that the table separates the two levers:
   one chunk at a time. Greedy favours the seed: transformers' beam search reorders the
   cross-attention cache every step, which dominated a profile of one chunk here.
 - ``vad + transformers`` (chunking lever alone) and ``fixed + faster-whisper`` (engine lever).
+- ``vad + faster-whisper, greedy``: ours with ``labels.beam_size: 1``, the speed/quality trade.
 
 Each configuration's wall time is its segmentation (spans + chunk WAVs written, measured once
 per chunking method) plus its labelling (each chunk WAV read back and transcribed). Model
@@ -65,7 +66,8 @@ OURS = "ours: vad + faster-whisper"
 SEED = "seed: fixed + transformers"
 CHUNKING_ONLY = "vad + transformers"
 ENGINE_ONLY = "fixed + faster-whisper"
-ROW_ORDER = (SEED, ENGINE_ONLY, CHUNKING_ONLY, OURS)
+GREEDY = "vad + faster-whisper, greedy"
+ROW_ORDER = (SEED, ENGINE_ONLY, CHUNKING_ONLY, OURS, GREEDY)
 log = logging.getLogger("benchmarks.label")
 
 Transcribe = Callable[[np.ndarray], str]
@@ -155,12 +157,12 @@ def segment(source: Source, method: str, out_dir: Path) -> Chunks:
     return Chunks(spans, paths, time.perf_counter() - start)
 
 
-def faster_whisper_engine(ct2_dir: Path) -> Transcribe:
+def faster_whisper_engine(ct2_dir: Path, beam_size: int = BEAM_SIZE) -> Transcribe:
     """Our teacher: faster-whisper int8 on CPU, beam 5, fallback temperatures, no conditioning."""
     model = FasterWhisperTranscriber(ct2_dir, device="cpu", compute_type="int8")
 
     def transcribe(audio: np.ndarray) -> str:
-        return model.transcribe(audio, LANGUAGE, "transcribe", BEAM_SIZE, TEMPERATURES).text
+        return model.transcribe(audio, LANGUAGE, "transcribe", beam_size, TEMPERATURES).text
 
     return transcribe
 
@@ -221,8 +223,9 @@ def transformers_engine(hf_dir: Path) -> Transcribe:
 def load_engine(name: str, model_dir: Path) -> tuple[Transcribe, float]:
     """The engine and its load time in seconds, one warm-up decode (1 s of noise) included."""
     start = time.perf_counter()
-    if name == "faster-whisper":
-        engine = faster_whisper_engine(model_dir / "ct2")
+    if name.startswith("faster-whisper"):
+        beams = 1 if name.endswith("greedy") else BEAM_SIZE
+        engine = faster_whisper_engine(model_dir / "ct2", beams)
     else:
         engine = transformers_engine(model_dir / "hf")
     noise = np.random.default_rng(0).normal(0, 0.003, SAMPLE_RATE).astype(np.float32)
@@ -291,6 +294,11 @@ def report(rows: list[Row], loads: dict[str, float], source: Source) -> bool:
         f"engine alone (faster-whisper vs transformers) {engine:.2f}x on fixed windows, "
         f"{engine_vad:.2f}x on vad chunks"
     )
+    greedy = by_name[GREEDY]
+    print(
+        f"labels.beam_size 1 instead of {BEAM_SIZE}: {greedy.throughput / seed.throughput:.2f}x "
+        f"the seed, WER {greedy.rates.wer:.2f} (defaults: {ours.rates.wer:.2f})"
+    )
     ratio = ours.throughput / seed.throughput
     passed = ratio >= TARGET_RATIO and ours.rates.wer <= seed.rates.wer
     print(
@@ -335,6 +343,7 @@ def main() -> int:
         for engine_name, configs in (
             ("faster-whisper", ((OURS, "vad"), (ENGINE_ONLY, "fixed"))),
             ("transformers", ((CHUNKING_ONLY, "vad"), (SEED, "fixed"))),
+            ("faster-whisper greedy", ((GREEDY, "vad"),)),
         ):
             engine, loads[engine_name] = load_engine(engine_name, model_dir)
             subset = args.subset if engine_name == "transformers" else 0

@@ -1,4 +1,4 @@
-"""Stage resample@SOURCE: 16 kHz mono 16-bit WAV, one ffmpeg pass with soxr."""
+"""Stage resample@SOURCE: 16 kHz mono 16-bit WAV (one ffmpeg pass, soxr) + VAD scores."""
 
 from pathlib import Path
 
@@ -9,8 +9,10 @@ from tubetune.params import load_params
 
 def main(argv: list[str]) -> None:
     (name,) = argv
-    load_params().source(name)
-    resample_source(Path("data/converted") / name, Path("data/resampled") / name, name)
+    params = load_params()
+    params.source(name)
+    resample_source(Path("data/converted") / name, Path("data/resampled") / name, name,
+                    score_speech=params.segment.method == "vad")
 
 
 if __name__ == "__main__":

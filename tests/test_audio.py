@@ -15,7 +15,7 @@ import pandas as pd
 import pytest
 import soundfile as sf
 
-from tubetune import audio
+from tubetune import audio, vad
 from tubetune.audio import AudioInfo, MediaError
 from tubetune.fsutil import sha256_file
 from tubetune.items import StageError
@@ -296,6 +296,12 @@ def test_stages_keep_good_items_and_record_failures(media: dict[str, Path], tmp_
     assert not table.drop(index="quiet")["near_silent"].any()
     assert table.loc["talk-mp4", "path"] == "talk-mp4.wav"
     assert (resampled / "talk-mp4.wav").is_file()
+    # VAD scores streamed from ffmpeg while it decoded equal scores of the written file.
+    assert sorted(p.name for p in resampled.glob("*.vad.npy")) == sorted(
+        f"{item}.vad.npy" for item in GOOD)
+    for item in GOOD:
+        stored = np.load(resampled / f"{item}.vad.npy")
+        np.testing.assert_array_equal(stored, vad.score_file(resampled / f"{item}.wav"))
 
 
 def test_stages_are_byte_for_byte_reproducible(media: dict[str, Path], tmp_path: Path):

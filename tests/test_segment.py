@@ -17,7 +17,7 @@ import pytest
 import soundfile as sf
 from faster_whisper.vad import get_vad_model
 
-from tubetune import audio, segment
+from tubetune import audio, segment, vad
 from tubetune.audio import RESAMPLED_COLUMNS, load_audio
 from tubetune.fsutil import sha256_file
 from tubetune.segment import Span
@@ -186,14 +186,42 @@ def test_plan_split_pieces_respect_max_s_and_min_s():
 
 def test_streamed_vad_probabilities_equal_a_whole_file_run(speech):
     path, _ = speech
-    probs, energy, duration_ms = segment._speech_probs(path, block_windows=100)
+    scores = vad.score_file(path, block_windows=100)
+    probs, energy = scores[:, 0], scores[:, 1]
     samples = load_audio(path)
     whole = get_vad_model()(np.pad(samples, (0, 512 - len(samples) % 512)))
     n = len(samples) // 512
+    assert len(scores) == -(-len(samples) // 512)
     np.testing.assert_allclose(probs[:n], np.asarray(whole).reshape(-1)[:n], atol=1e-4)
-    assert duration_ms == len(samples) // 16
     frames = samples[: n * 512].reshape(n, 512).astype(np.float64)
-    np.testing.assert_allclose(energy[:n], np.sqrt((frames**2).mean(axis=1)), rtol=1e-6)
+    np.testing.assert_allclose(energy[:n], np.sqrt((frames**2).mean(axis=1)), rtol=1e-5)
+
+
+def test_scores_fed_in_any_pieces_equal_the_file_scores(speech):
+    path, _ = speech
+    samples = sf.read(path, dtype="float32")[0]
+    scorer = vad.SpeechScorer(block_windows=100)
+    rng = np.random.default_rng(1)
+    start = 0
+    while start < len(samples):  # uneven pieces, as a pipe delivers them
+        size = int(rng.integers(1, 40000))
+        scorer.feed(samples[start : start + size])
+        start += size
+    np.testing.assert_array_equal(scorer.finish(), vad.score_file(path, block_windows=100))
+
+
+def test_long_files_are_scored_in_pieces_independent_of_cores(speech, monkeypatch):
+    path, _ = speech
+    whole = vad.SpeechScorer()
+    whole.feed(sf.read(path, dtype="float32")[0])
+    expected = whole.finish()
+    monkeypatch.setattr(vad, "PIECE_WINDOWS", 150)  # 4.8 s pieces: several in this file
+    one, two = vad.score_file(path, workers=1), vad.score_file(path, workers=2)
+    np.testing.assert_array_equal(one, two)
+    assert one.shape == expected.shape
+    np.testing.assert_allclose(one[:, 1], expected[:, 1], rtol=1e-5)  # RMS: exact per window
+    speech_whole, speech_pieces = expected[:, 0] > 0.5, one[:, 0] > 0.5
+    assert (speech_whole == speech_pieces).mean() > 0.98  # a fresh state settles fast
 
 
 def test_vad_chunks_cut_inside_silences(speech):

@@ -9,7 +9,8 @@ process per item, never one per chunk, and ffmpeg streams: no stage holds a whol
   truncated download ("partial file", broken container) is caught here, almost for free.
 - resample: one ffmpeg pass to 16 kHz mono 16-bit WAV (mean of the channels, soxr). This
   pass decodes everything anyway, so it is also the decodability check: no audio decoded, or
-  decoder errors with audio missing, fail the item with the reason.
+  decoder errors with audio missing, fail the item with the reason. Silero VAD then scores
+  the WAV (tubetune.vad, on every core) and the scores are stored for the segment stage.
 - load: float32 mono in [-1, 1], reading only the requested span.
 
 Why not decode in convert too: a decode-to-null check there costs as much as the resample
@@ -36,6 +37,8 @@ from tqdm import tqdm
 
 from tubetune.fsutil import atomic_path, atomic_write_text
 from tubetune.items import ItemReport, StageError
+from tubetune.vad import SAMPLE_RATE as VAD_SAMPLE_RATE
+from tubetune.vad import save_scores, score_file, scores_path
 
 log = logging.getLogger(__name__)
 
@@ -387,9 +390,12 @@ def convert_source(raw_dir: Path, out_dir: Path, source: str) -> ItemReport:
 
 
 def resample_source(
-    converted_dir: Path, out_dir: Path, source: str, sample_rate: int = 16000
+    converted_dir: Path, out_dir: Path, source: str, sample_rate: int = 16000,
+    score_speech: bool = True,
 ) -> ItemReport:
-    """Resample stage for one source: ``<item>.wav`` (mono s16) plus ``audio.csv``.
+    """Resample stage for one source: ``<item>.wav`` (mono s16), ``<item>.vad.npy`` (Silero
+    speech scores when ``score_speech``, so re-segmenting never reruns the model) plus
+    ``audio.csv``.
 
     Adds each file's RMS level; files under NEAR_SILENT_DBFS are flagged ``near_silent`` and
     logged, but kept (a later stage or a person decides).
@@ -412,6 +418,8 @@ def resample_source(
             except MediaError as exc:
                 report.fail(item, str(exc))
                 continue
+            if score_speech and sample_rate == VAD_SAMPLE_RATE:
+                save_scores(scores_path(tmp_dir / name), score_file(tmp_dir / name))
             level = round(rms_dbfs(tmp_dir / name), 2)
             near_silent = level < NEAR_SILENT_DBFS
             if near_silent:

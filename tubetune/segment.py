@@ -8,8 +8,10 @@ Two methods:
   at the longest pauses first, over-long speech is split at its quietest point, and each chunk
   gets up to ``pad_ms`` of the neighbouring silence without overlapping its neighbours.
 
-Audio is read in blocks (VAD: 60 s at a time with the model state carried across blocks, so
-the result equals a whole-file run), so memory stays flat however long the file is.
+VAD reads per-window speech scores (tubetune.vad) that the resample stage stored next to each
+WAV, computed while ffmpeg decoded; without them (the transcribe CLI, a WAV from elsewhere)
+they are computed here, streaming. Chunks are written one at a time, so memory stays flat
+however long the file is.
 
 Layout: one folder per source (``data/segments/S``, one DVC output per ``segment@S``), one WAV
 per chunk. Adding a source reruns only that source. Cost measured by benchmarks/prep.py: a
@@ -31,12 +33,14 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import soundfile as sf
-from faster_whisper.vad import get_vad_model
 from tqdm import tqdm
 
 from tubetune.audio import AUDIO_CSV, REPORT_JSON, MediaError, read_table
 from tubetune.fsutil import atomic_path, atomic_write_text
 from tubetune.items import ItemReport
+from tubetune.vad import SAMPLE_RATE as VAD_SAMPLE_RATE
+from tubetune.vad import WINDOW_MS as _WINDOW_MS
+from tubetune.vad import load_scores
 
 with warnings.catch_warnings():
     # pydub warns at import when no ffmpeg is on PATH (we only use its pure-Python WAV export)
@@ -52,16 +56,6 @@ SEGMENTS_CSV = "segments.csv"
 SEGMENT_COLUMNS = ["source", "item", "start_ms", "end_ms", "duration_s", "path"]
 WHISPER_WINDOW_S = 30.0
 
-VAD_SAMPLE_RATE = 16000
-_VAD_WINDOW = 512
-"""Samples per Silero VAD decision (32 ms at 16 kHz)."""
-_WINDOW_MS = _VAD_WINDOW * 1000 // VAD_SAMPLE_RATE
-_VAD_CONTEXT = 64
-"""Samples of the previous window the model sees before each window."""
-_VAD_BLOCK_WINDOWS = 1875
-"""Windows per model call: 60 s of audio. The model's activations grow with the batch
-(faster-whisper's 10,000 windows peak near 400 MB RSS, 60 s blocks near 200 MB) while the
-speed stays the same."""
 _MIN_SPEECH_RATIO = 0.5
 """A chunk must be at least this much speech: never a chunk that is mostly silence."""
 _SMOOTH_WINDOWS = 5
@@ -128,44 +122,6 @@ def fixed_spans(duration_ms: int, length_s: float, overlap_s: float, min_s: floa
             break
         start += step_ms
     return spans
-
-
-def _speech_probs(
-    wav_path: Path, block_windows: int = _VAD_BLOCK_WINDOWS
-) -> tuple[np.ndarray, np.ndarray, int]:
-    """Silero speech probability and RMS of every 32 ms window, reading the file in blocks.
-
-    The LSTM state and the 64-sample context are carried from block to block, exactly as
-    faster-whisper does between its batches, so the probabilities equal a whole-file run
-    while memory stays flat (3 h of audio: about 250 MB peak RSS for the process).
-    Returns (probs, rms, duration_ms). Uses faster-whisper's ONNX session and its input
-    names directly (``input``, ``h``, ``c``); a test compares against its whole-file call.
-    """
-    session = get_vad_model().session
-    h = np.zeros((1, 1, 128), dtype=np.float32)
-    c = np.zeros((1, 1, 128), dtype=np.float32)
-    context = np.zeros(_VAD_CONTEXT, dtype=np.float32)
-    probs: list[np.ndarray] = []
-    energy: list[np.ndarray] = []
-    with sf.SoundFile(str(wav_path)) as fh:
-        if fh.samplerate != VAD_SAMPLE_RATE or fh.channels != 1:
-            raise MediaError(
-                f"VAD needs {VAD_SAMPLE_RATE} Hz mono audio, got {fh.samplerate} Hz "
-                f"with {fh.channels} channels"
-            )
-        duration_ms = fh.frames * 1000 // fh.samplerate
-        for block in fh.blocks(blocksize=block_windows * _VAD_WINDOW, dtype="float32"):
-            windows = np.pad(block, (0, -len(block) % _VAD_WINDOW)).reshape(-1, _VAD_WINDOW)
-            contexts = np.concatenate([context[None, :], windows[:-1, -_VAD_CONTEXT:]])
-            out, h, c = session.run(
-                None, {"input": np.concatenate([contexts, windows], axis=1), "h": h, "c": c}
-            )
-            context = windows[-1, -_VAD_CONTEXT:].copy()
-            probs.append(np.asarray(out, dtype=np.float32).reshape(-1))
-            energy.append(np.sqrt(np.mean(np.square(windows, dtype=np.float64), axis=1)))
-    if not probs:
-        return np.zeros(0, np.float32), np.zeros(0), duration_ms
-    return np.concatenate(probs), np.concatenate(energy), duration_ms
 
 
 def _speech_runs(
@@ -306,7 +262,7 @@ def vad_spans(
     min_speech_ms: int = 250,
     max_gap_s: float = 2.0,
 ) -> list[Span]:
-    """Speech chunks of a 16 kHz mono WAV found with Silero VAD, streaming.
+    """Speech chunks of a 16 kHz mono WAV from its Silero VAD scores (stored or computed).
 
     Speech runs end after ``min_silence_ms`` of silence and must last ``min_speech_ms``;
     runs are merged while the chunk stays within ``max_s`` (padding included), pauses over
@@ -315,10 +271,15 @@ def vad_spans(
     chunks never overlap), and chunks shorter than ``min_s`` or mostly silence are dropped.
     """
     _check_vad(min_s, max_s, pad_ms, threshold)
-    probs, energy, duration_ms = _speech_probs(Path(wav_path))
+    info = sf.info(str(wav_path))
+    if info.samplerate != VAD_SAMPLE_RATE or info.channels != 1:
+        raise MediaError(f"VAD needs {VAD_SAMPLE_RATE} Hz mono audio, got {info.samplerate} Hz "
+                         f"with {info.channels} channels")
+    duration_ms = info.frames * 1000 // info.samplerate
+    scores = load_scores(Path(wav_path))  # stored by the resample stage when it ran
     return _plan_spans(
-        probs,
-        energy,
+        scores[:, 0],
+        scores[:, 1],
         duration_ms,
         min_s,
         max_s,
