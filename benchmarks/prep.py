@@ -113,13 +113,18 @@ def seed_way(media: Path, work: Path, duration_s: float, n_chunks: int) -> tuple
 
 
 def peak_rss_mb(root: Path, stage: str) -> tuple[float, float]:
-    """Peak RSS (MB) of one stage run in a fresh process: (python, largest ffmpeg child)."""
+    """Peak RSS (MB) of one stage run in a fresh process: (python, largest ffmpeg child).
+
+    Python's peak is VmHWM: ``ru_maxrss`` survives exec on Linux, so it would report this
+    benchmark's own peak. The children's ``ru_maxrss`` is an upper bound for ffmpeg (it
+    includes the stage process's size when ffmpeg was forked).
+    """
     code = (
         "import resource, sys; sys.path.insert(0, sys.argv[1]);"
         "from benchmarks.prep import run_stage; from pathlib import Path;"
         "run_stage(Path(sys.argv[2]), sys.argv[3]);"
-        "r = resource.getrusage;"
-        "print(r(resource.RUSAGE_SELF).ru_maxrss, r(resource.RUSAGE_CHILDREN).ru_maxrss)"
+        "hwm = [l for l in open('/proc/self/status') if l.startswith('VmHWM')][0].split()[1];"
+        "print(hwm, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)"
     )
     cmd = [sys.executable, "-c", code, str(ROOT), str(root), stage]
     out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout.split()
