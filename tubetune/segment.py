@@ -16,10 +16,10 @@ however long the file is.
 Layout: one folder per source (``data/segments/S``, one DVC output per ``segment@S``), one WAV
 per chunk. Adding a source reruns only that source. Cost measured by benchmarks/prep.py: a
 no-op ``dvc status`` over 50 folders x 400 chunks (20,000 files, each checked twice: as
-``segment@S`` output and as the dependency of an aggregate stage) took 5.6-7.2 s on a loaded
-2-core machine, of which about 2.2 s is dvc's own start-up (``dvc version`` alone); one
-stage's 400 files cost about the same as none. Sharding chunks into fewer files is the
-lever if that grows too slow.
+``segment@S`` output and as the dependency of an aggregate stage) took 3.8 s on a quiet
+2-core machine (5.6-7.2 s loaded), of which about 2.2 s is dvc's own start-up; one stage's
+400 files cost about the same as none. Sharding chunks into fewer files is the lever if
+that grows too slow.
 """
 
 from __future__ import annotations
