@@ -20,7 +20,7 @@ def test_project_params_are_valid() -> None:
     params = load_params(ROOT / "params.yaml")
     assert params.base_model == "bundled:whisper-base"
     assert len(params.sources) == 5
-    assert params.train.learning_rate == 1e-5
+    assert params.train.learning_rate == 3e-5
     assert params.language_of("cooking-tips") == "en"
 
 

@@ -107,11 +107,11 @@ def test_segment_change_reruns_segment_not_upstream(project: Path) -> None:
 
 
 def test_learning_rate_change_reruns_train_and_evaluate_only(project: Path) -> None:
-    out = run(["dvc", "exp", "run", "-S", "train.learning_rate=3e-5", "-n", "lr3e5"], project)
+    out = run(["dvc", "exp", "run", "-S", "train.learning_rate=1e-5", "-n", "lr1e5"], project)
     assert ran_stages(out.stdout) == {"train@round1", "export", "evaluate"}
     shown = json.loads(run(["dvc", "exp", "show", "--json"], project).stdout)
     text = json.dumps(shown)
-    assert "lr3e5" in text and "3e-05" in text and "finetuned" in text
+    assert "lr1e5" in text and "1e-05" in text and "finetuned" in text
     restore(project)
 
 

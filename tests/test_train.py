@@ -59,7 +59,8 @@ def test_collator_builds_scaled_features_and_prefixed_labels(workdir: Path) -> N
 
 
 def test_spec_augment_and_frozen_encoder_follow_params(workdir: Path) -> None:
-    params = TrainParams(spec_augment=True, mask_time_prob=0.1, mask_feature_prob=0.02)
+    params = TrainParams(spec_augment=True, mask_time_prob=0.1, mask_feature_prob=0.02,
+                         freeze_encoder=True)
     tuner = FineTuner(workdir / "model", "en", "transcribe", params)
     config = tuner.model.config
     assert (config.apply_spec_augment, config.mask_time_prob, config.mask_feature_prob) == (

@@ -127,14 +127,14 @@ class TrainParams:
     """Seq2SeqTrainer settings. Defaults are sized for a CPU demo; see README for GPU."""
 
     seed: int = 42
-    learning_rate: float = 1e-5
+    learning_rate: float = 3e-5
     lr_scheduler: str = "constant_with_warmup"
     warmup_steps: int = 5
     max_steps: int = 20
     per_device_batch_size: int = 4
     gradient_accumulation_steps: int = 1
     weight_decay: float = 0.0
-    freeze_encoder: bool = True
+    freeze_encoder: bool = False
     spec_augment: bool = False
     mask_time_prob: float = 0.05
     mask_feature_prob: float = 0.0
