@@ -163,3 +163,35 @@ def test_outputs_are_byte_identical_across_runs_from_scratch(
     assert len(compared) >= len(DATA_STAGES) + 3  # + models/base/{hf,ct2}, models/teacher
     differing = [p for p in compared if first.get(p) != second[p]]
     assert not differing
+
+
+def test_push_clone_pull_and_repro_pull_restore_without_running(project: Path) -> None:
+    # The default remote (.dvc/config) is a folder beside the repository, shared by clones
+    # that sit beside it too.
+    run(["dvc", "push", "--run-cache", "-q"], project)
+    assert (project.parent / "tubetune-dvc-remote").is_dir()
+    clone = project.parent / "clone"
+    run(["git", "clone", "-q", str(project), str(clone)], project.parent)
+    run(["dvc", "pull", "-q"], clone)
+    assert json.loads(run(["dvc", "status", "--json"], clone).stdout) == {}
+    assert not ran_stages(run(["dvc", "repro"], clone).stdout)
+    assert (clone / "models/export/ct2/model.bin").is_file()
+
+    third = project.parent / "third"
+    run(["git", "clone", "-q", str(project), str(third)], project.parent)
+    out = run(["dvc", "repro", "--pull"], third).stdout
+    assert not ran_stages(out), out
+    assert json.loads(run(["dvc", "status", "--json"], third).stdout) == {}
+
+
+def test_invalid_params_stop_the_run_naming_the_key(project: Path) -> None:
+    lock = (project / "dvc.lock").read_bytes()
+    edit_params(project, **{"train.learnig_rate": 1e-4})
+    try:
+        proc = run(["dvc", "repro"], project, check=False)
+    finally:
+        restore(project)
+    assert proc.returncode != 0
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+    assert errors and "train.learnig_rate" in errors[0], proc.stderr[-2000:]
+    assert (project / "dvc.lock").read_bytes() == lock  # the first stage stopped; nothing ran
