@@ -22,6 +22,7 @@ pytestmark = pytest.mark.slow
 # Real models and data; only three of the five sample videos, fewer train steps and greedy
 # decoding, to keep CI short.
 FAST = {"train.max_steps": 3, "train.per_device_batch_size": 2, "train.warmup_steps": 1,
+        "train.freeze_encoder": True,
         "train.logging_steps": 1, "labels.beam_size": 1, "evaluate.beam_size": 1,
         "sources.bicycle-repair": None, "sources.gardening-talk": None}
 DATA_STAGES = ("download", "convert", "resample", "segment", "pseudo-label")
