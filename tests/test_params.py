@@ -91,6 +91,9 @@ def test_rounds_chain_from_base_or_earlier_rounds() -> None:
     raw["rounds"] = {"r1": {"train": {"max_steps": "x"}}}
     with pytest.raises(ParamsError, match=r"rounds\.r1\.train\.max_steps"):
         parse_params(raw)
+    raw["rounds"] = {"r1": {"train": {"learning_rate": -1.0}}}  # ranges checked per round too
+    with pytest.raises(ParamsError, match=r"rounds\.r1\.train\.learning_rate: must be > 0"):
+        parse_params(raw)
     raw["rounds"] = {"r1": {"sources": ["nope"]}}
     with pytest.raises(ParamsError, match=r"rounds\.r1\.sources"):
         parse_params(raw)

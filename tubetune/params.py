@@ -11,6 +11,7 @@ import dataclasses
 import re
 import types
 import typing
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -408,27 +409,7 @@ def _check_values(p: Params, origin: str) -> None:
                   f"expected phonetic or orthographic, got {norm.ko_dual_spelling!r}")
     if p.evaluate.beam_size < 1:
         raise bad("evaluate.beam_size", "must be >= 1")
-    tr = p.train
-    positive = ("learning_rate", "max_steps", "per_device_batch_size",
-                "gradient_accumulation_steps", "logging_steps", "generation_max_length")
-    for name in positive:
-        if getattr(tr, name) <= 0:
-            raise bad(f"train.{name}", "must be > 0")
-    if tr.generation_max_length > 448:
-        raise bad("train.generation_max_length", "must be <= 448 (Whisper's decoder limit)")
-    for name in ("warmup_steps", "eval_steps", "save_steps", "dataloader_num_workers",
-                 "early_stopping_patience"):
-        if getattr(tr, name) < 0:
-            raise bad(f"train.{name}", "must be >= 0")
-    if tr.eval_steps and tr.save_steps % tr.eval_steps:
-        raise bad("train.save_steps", "must be a multiple of train.eval_steps (best-model keeping)")
-    if tr.early_stopping_patience and not tr.eval_steps:
-        raise bad("train.early_stopping_patience", "needs train.eval_steps > 0")
-    if tr.precision not in ("auto", "fp32", "fp16", "bf16"):
-        raise bad("train.precision", "expected auto, fp32, fp16 or bf16")
-    for name in ("mask_time_prob", "mask_feature_prob"):
-        if not 0 <= getattr(tr, name) <= 1:
-            raise bad(f"train.{name}", "must be in [0, 1]")
+    _check_train(p.train, "train", bad)
     earlier: list[str] = []
     for name, rnd in p.rounds.items():
         allowed = [BASE_MODEL_DIR] + [f"{ROUNDS_DIR}/{e}" for e in earlier]
@@ -437,7 +418,8 @@ def _check_values(p: Params, origin: str) -> None:
         unknown = sorted(set(rnd.sources) - set(p.sources))
         if unknown:
             raise bad(f"rounds.{name}.sources", f"unknown source {unknown[0]!r}")
-        p.round_train(name)
+        if rnd.train:
+            _check_train(p.round_train(name), f"rounds.{name}.train", bad)
         earlier.append(name)
     for name, src in p.sources.items():
         for i, url in enumerate(src.urls):
@@ -451,3 +433,27 @@ def _check_values(p: Params, origin: str) -> None:
 def parse_section(cls: type, data: Any, key: str, origin: str = "params.yaml") -> Any:
     """Validate one section (e.g. a source's download ``options``) against ``cls``."""
     return _build(cls, data, key, origin)
+
+
+def _check_train(tr: TrainParams, section: str, bad: Callable[[str, str], ParamsError]) -> None:
+    """Range checks of a train section (global ``train`` or a round's merged settings)."""
+    positive = ("learning_rate", "max_steps", "per_device_batch_size",
+                "gradient_accumulation_steps", "logging_steps", "generation_max_length")
+    for name in positive:
+        if getattr(tr, name) <= 0:
+            raise bad(f"{section}.{name}", "must be > 0")
+    if tr.generation_max_length > 448:
+        raise bad(f"{section}.generation_max_length", "must be <= 448 (Whisper's decoder limit)")
+    for name in ("warmup_steps", "eval_steps", "save_steps", "dataloader_num_workers",
+                 "early_stopping_patience"):
+        if getattr(tr, name) < 0:
+            raise bad(f"{section}.{name}", "must be >= 0")
+    if tr.eval_steps and tr.save_steps % tr.eval_steps:
+        raise bad(f"{section}.save_steps", "must be a multiple of eval_steps (best-model keeping)")
+    if tr.early_stopping_patience and not tr.eval_steps:
+        raise bad(f"{section}.early_stopping_patience", "needs eval_steps > 0")
+    if tr.precision not in ("auto", "fp32", "fp16", "bf16"):
+        raise bad(f"{section}.precision", "expected auto, fp32, fp16 or bf16")
+    for name in ("mask_time_prob", "mask_feature_prob"):
+        if not 0 <= getattr(tr, name) <= 1:
+            raise bad(f"{section}.{name}", "must be in [0, 1]")
