@@ -110,7 +110,6 @@ def main() -> None:
                         help="include the train stage's end-of-run validation")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
-    torch.set_num_threads(torch.get_num_threads())
 
     params = load_params(ROOT / "params.yaml")
     model_dir = ROOT / "models/base/hf"
