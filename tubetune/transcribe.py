@@ -17,9 +17,13 @@ import tempfile
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from tubetune.audio import resample_to_wav
 from tubetune.teacher import pick_compute_type, pick_device
+
+if TYPE_CHECKING:
+    from faster_whisper import WhisperModel
 
 log = logging.getLogger(__name__)
 
@@ -62,8 +66,8 @@ def render(segments: Iterable[Segment], fmt: str) -> str:
     raise ValueError(f"format: expected one of {', '.join(FORMATS)}, got {fmt!r}")
 
 
-def _ct2_model(spec: str, workdir: Path) -> Path:
-    """A CTranslate2 directory for ``spec`` (converting a Hugging Face model if needed)."""
+def ct2_model_dir(spec: str, workdir: Path) -> Path:
+    """A CTranslate2 directory for ``spec``, converted or assembled in ``workdir`` if needed."""
     from tubetune.models import convert_hf_to_ct2, prepare_base_model, resolve_model
 
     resolved = resolve_model(spec)
@@ -76,6 +80,22 @@ def _ct2_model(spec: str, workdir: Path) -> Path:
     hf, ct2 = workdir / "hf", workdir / "ct2"
     prepare_base_model(spec, hf, ct2)
     return ct2
+
+
+def load_whisper(
+    spec: str, device: str = "auto", compute_type: str = "auto", cpu_threads: int = 0,
+    num_workers: int = 1,
+) -> WhisperModel:
+    """faster-whisper model for ``spec``; a conversion's temporary files go once it is loaded."""
+    from faster_whisper import WhisperModel
+
+    device = pick_device(device)
+    with tempfile.TemporaryDirectory(prefix="tubetune-model-") as tmp:
+        model_dir = ct2_model_dir(spec, Path(tmp))
+        return WhisperModel(
+            str(model_dir), device=device, compute_type=pick_compute_type(compute_type, device),
+            cpu_threads=cpu_threads, num_workers=num_workers,
+        )
 
 
 def _local_audio(source: str, workdir: Path) -> Path:
@@ -100,16 +120,9 @@ def transcribe_file(
     beam_size: int = 5, device: str = "auto", compute_type: str = "auto",
 ) -> list[Segment]:
     """Transcribe ``source`` with ``model``; returns timed segments."""
-    from faster_whisper import WhisperModel
-
     with tempfile.TemporaryDirectory(prefix="tubetune-transcribe-") as tmp:
-        workdir = Path(tmp)
-        audio = _local_audio(source, workdir)  # a bad input fails before any model work
-        model_dir = _ct2_model(model, workdir)
-        device = pick_device(device)
-        whisper = WhisperModel(
-            str(model_dir), device=device, compute_type=pick_compute_type(compute_type, device)
-        )
+        audio = _local_audio(source, Path(tmp))  # a bad input fails before any model work
+        whisper = load_whisper(model, device, compute_type)
         segments, info = whisper.transcribe(
             str(audio), language=language, task=task, beam_size=beam_size, vad_filter=True,
             condition_on_previous_text=False,
