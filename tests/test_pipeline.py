@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import re
 import shutil
+import time
 from pathlib import Path
 
 import pandas as pd
@@ -107,13 +108,50 @@ def test_segment_change_reruns_segment_not_upstream(project: Path) -> None:
                                                     "sky-science")}, status
 
 
-def test_learning_rate_change_reruns_train_and_evaluate_only(project: Path) -> None:
-    out = run(["dvc", "exp", "run", "-S", "train.learning_rate=1e-5", "-n", "lr1e5"], project)
-    assert ran_stages(out.stdout) == {"train@round1", "export", "evaluate"}
-    shown = json.loads(run(["dvc", "exp", "show", "--json"], project).stdout)
-    text = json.dumps(shown)
-    assert "lr1e5" in text and "1e-05" in text and "finetuned" in text
-    restore(project)
+def experiments(shown: list[dict]) -> dict[str, dict]:
+    """Experiment name -> its data, from ``dvc exp show --json``."""
+    found = {}
+    for commit in shown:
+        for exp in commit.get("experiments") or []:
+            for rev in exp.get("revs") or []:
+                if rev.get("name"):
+                    found[rev["name"]] = rev["data"]
+    return found
+
+
+def test_queued_experiments_finish_and_apply_restores_one(project: Path) -> None:
+    # A learning-rate change (train, export, evaluate rerun) and a split-seed change run
+    # only up to `split` (a target keeps the second one cheap), both from DVC's queue: each
+    # in a temporary copy of the repository, with only what git and the cache hold.
+    run(["dvc", "exp", "run", "--queue", "-S", "train.learning_rate=1e-5", "-n", "lr1e5"],
+        project)
+    run(["dvc", "exp", "run", "--queue", "split", "-S", "split.seed=7", "-n", "seed7"], project)
+    try:
+        run(["dvc", "queue", "start", "-j", "1"], project)  # workers run in the background
+        deadline = time.monotonic() + 900
+        while re.search(r"\b(Queued|Running)\b", status := run(["dvc", "queue", "status"],
+                                                                project).stdout):
+            assert time.monotonic() < deadline, status
+            time.sleep(3)
+        logs = run(["dvc", "queue", "logs", "lr1e5"], project, check=False).stdout
+        assert re.search(r"lr1e5\s.*Success", status), status + logs[-3000:]
+        assert re.search(r"seed7\s.*Success", status), status
+        assert ran_stages(logs) == {"train@round1", "export", "evaluate"}, logs[-3000:]
+
+        done = experiments(json.loads(run(["dvc", "exp", "show", "--json"], project).stdout))
+        assert done["lr1e5"]["params"]["params.yaml"]["data"]["train"]["learning_rate"] == 1e-5
+        assert "wer" in done["lr1e5"]["metrics"]["metrics/eval.json"]["data"]["finetuned"]
+        assert done["seed7"]["params"]["params.yaml"]["data"]["split"]["seed"] == 7
+        assert "metrics/split.json" in done["seed7"]["metrics"]
+
+        run(["dvc", "exp", "apply", "lr1e5"], project)
+        applied = yaml.safe_load((project / "params.yaml").read_text())
+        assert float(applied["train"]["learning_rate"]) == 1e-5  # DVC writes 1e-05 (YAML 1.2)
+        assert (json.loads((project / "metrics/eval.json").read_text())
+                == done["lr1e5"]["metrics"]["metrics/eval.json"]["data"])
+        assert json.loads(run(["dvc", "status", "--json"], project).stdout) == {}
+    finally:
+        restore(project)
 
 
 def test_adding_a_source_runs_only_that_source(project: Path) -> None:
