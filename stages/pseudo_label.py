@@ -16,6 +16,7 @@ def main(argv: list[str]) -> None:
         Path("data/segments") / name, Path("data/raw") / name, Path("data/labels") / name, name,
         model_dir=ct2_dir, hf_dir=hf_dir,
         language=params.language_of(name), task=params.task, params=params.labels,
+        scale=params.scale,
     )
 
 

@@ -1,15 +1,20 @@
-"""Stage train@ROUND: fine-tune the round's starting model on its slice with Seq2SeqTrainer."""
+"""Stage train@ROUND: fine-tune the round's starting model on its slice with Seq2SeqTrainer.
+
+With ``train.num_gpus`` > 1 (or ``num_nodes`` > 1) the script re-executes itself under
+torchrun, one process per GPU; under torchrun or ``accelerate launch`` it trains as launched.
+"""
 
 from pathlib import Path
 
 from tubetune import stage
 from tubetune.params import ROUNDS_DIR, load_params
-from tubetune.train import train_stage
+from tubetune.train import relaunch, train_stage
 
 
 def main(argv: list[str]) -> None:
     (name,) = argv
     params = load_params()
+    relaunch(params.round_train(name), __file__, argv)
     train_stage(
         train_csv=Path("data/split/rounds") / name / "train.csv",
         validation_csv=Path("data/split/validation.csv"),

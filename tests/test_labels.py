@@ -8,7 +8,7 @@ import pytest
 
 from tubetune.audio import load_audio
 from tubetune.filters import teacher_rejection
-from tubetune.labels import label_report
+from tubetune.labels import label_report, label_source
 from tubetune.params import LabelParams
 from tubetune.subtitles import Cue, cut_fraction, read_vtt, text_in_span
 
@@ -36,6 +36,31 @@ def test_label_report(tmp_path: Path) -> None:
     assert out["total"]["kept"] == {"chunks": 2, "hours": 1.5}
     assert out["total"]["rejected"]["no_speech"] == {"chunks": 2, "hours": 0.03}
     assert (tmp_path / "m.json").is_file()
+
+
+def test_trusted_subtitles_need_no_teacher(tmp_path: Path) -> None:
+    raw, segments = tmp_path / "raw", tmp_path / "segments"
+    raw.mkdir()
+    segments.mkdir()
+    (raw / "talk.en.vtt").write_text(
+        "WEBVTT\n\n00:00:00.000 --> 00:00:02.000\nHello there.\n\n"
+        "00:00:02.000 --> 00:00:04.000\nGeneral Kenobi.\n", encoding="utf-8")
+    pd.DataFrame([{"item": "talk", "language": "en", "subtitles": "talk.en.vtt"}]).to_csv(
+        raw / "manifest.csv", index=False)
+    pd.DataFrame([  # the chunk files need not exist: nothing reads the audio
+        {"source": "s", "item": "talk", "start_ms": a, "end_ms": a + 2000, "duration_s": 2.0,
+         "path": f"talk_{a}.wav"} for a in (0, 2000, 4000)
+    ]).to_csv(segments / "segments.csv", index=False)
+    params = LabelParams(source="subtitles", max_subtitle_disagreement=None)
+    report = label_source(segments, raw, tmp_path / "out", "s", model_dir=tmp_path / "no-model",
+                          language="en", task="transcribe", params=params)
+    labels = pd.read_csv(tmp_path / "out/labels.csv")
+    assert labels["text"].tolist() == ["Hello there.", "General Kenobi."]
+    assert set(labels["label_source"]) == {"subtitles"}
+    assert labels["avg_logprob"].isna().all() and labels["pseudo_text"].isna().all()
+    rejects = pd.read_csv(tmp_path / "out/rejects.csv")
+    assert rejects["reason"].tolist() == ["no_subtitle"]
+    assert not report.failed
 
 
 @pytest.fixture(scope="session")

@@ -42,6 +42,15 @@ def test_project_params_are_valid() -> None:
         ({"sources": {"bad name!": {"url": "x.mp4"}}}, "sources.bad name!"),
         ({"sources": {}}, "sources: expected a non-empty mapping"),
         ({"train": {"precision": "fp8"}}, "train.precision"),
+        ({"train": {"num_gpus": -1}}, "train.num_gpus: must be >= 0"),
+        ({"train": {"num_gpus": "all"}}, "train.num_gpus: expected an integer"),
+        ({"train": {"num_nodes": 0}}, "train.num_nodes: must be >= 1"),
+        ({"train": {"num_nodes": 2}}, "train.rdzv_endpoint: needed when num_nodes > 1"),
+        ({"train": {"num_nodes": 2, "rdzv_endpoint": "head"}}, "train.rdzv_endpoint: expected"),
+        ({"train": {"rdzv_endpoint": "head:70000"}}, "train.rdzv_endpoint: expected host:port"),
+        ({"scale": {"label_runner": "dask"}}, "scale.label_runner: expected local or ray"),
+        ({"scale": {"label_workers": 0}}, "scale.label_workers: must be >= 1"),
+        ({"scale": {"workers": 2}}, "scale.workers: unknown key"),
     ],
 )
 def test_bad_values_name_the_key(change: dict, key: str) -> None:
@@ -96,4 +105,20 @@ def test_rounds_chain_from_base_or_earlier_rounds() -> None:
         parse_params(raw)
     raw["rounds"] = {"r1": {"sources": ["nope"]}}
     with pytest.raises(ParamsError, match=r"rounds\.r1\.sources"):
+        parse_params(raw)
+
+
+def test_scale_and_multi_gpu_keys() -> None:
+    params = load_params(ROOT / "params.yaml")
+    assert (params.scale.label_runner, params.scale.label_workers) == ("local", 1)
+    assert (params.train.num_gpus, params.train.num_nodes) == (0, 1)
+    raw = base()
+    raw["scale"] = {"label_runner": "ray", "label_workers": 4, "ray_address": "auto"}
+    raw["train"] = {**raw["train"], "num_gpus": 8, "num_nodes": 2,
+                    "rdzv_endpoint": "[fd00::1]:29500"}
+    params = parse_params(raw)
+    assert params.scale.ray_address == "auto"
+    assert params.train.rdzv_endpoint == "[fd00::1]:29500"
+    raw["rounds"] = {"round1": {"train": {"num_nodes": 3, "rdzv_endpoint": "x:0"}}}
+    with pytest.raises(ParamsError, match=r"rounds\.round1\.train\.rdzv_endpoint"):
         parse_params(raw)

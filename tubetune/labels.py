@@ -4,7 +4,9 @@ Every chunk is transcribed by the teacher. With ``source: auto`` (default) a chu
 video has uploader subtitles takes the subtitle text (cut to the chunk's times) as its
 label, and the teacher's transcript serves as a check: a chunk where the two disagree
 (subtitles out of sync, not verbatim, or cut mid-cue) is rejected. ``pseudo`` always uses
-the teacher; ``subtitles`` uses only chunks that have subtitles.
+the teacher; ``subtitles`` uses only chunks that have subtitles, and with
+``max_subtitle_disagreement: null`` trusts them without running the teacher at all (no model
+work: for corpora with reliable subtitles, and for benchmarks of everything else).
 
 Every chunk ends in exactly one of two CSVs: ``labels.csv`` (kept, with the teacher's
 scores so filters can be tuned without re-transcribing) or ``rejects.csv`` (with a
@@ -22,20 +24,20 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Iterator
-from dataclasses import asdict
+from dataclasses import asdict, fields
 from pathlib import Path
 
 import pandas as pd
 from tqdm import tqdm
 
-from tubetune.audio import load_audio
 from tubetune.filters import Rejection, teacher_rejection, text_rejection
 from tubetune.fsutil import atomic_path, atomic_write_text
 from tubetune.items import ItemReport
 from tubetune.metrics import utterance_error_rate
-from tubetune.params import LabelParams
+from tubetune.params import LabelParams, ScaleParams
+from tubetune.sharding import TeacherSpec, transcribe_batches
 from tubetune.subtitles import Cue, cut_fraction, pick_subtitle, read_vtt, text_in_span
-from tubetune.teacher import DecodeOptions, load_teacher
+from tubetune.teacher import DecodeOptions, Transcript
 from tubetune.text import normalize_target
 
 log = logging.getLogger(__name__)
@@ -45,6 +47,7 @@ LABEL_COLUMNS = [
     "language", "language_probability", "avg_logprob", "no_speech_prob", "compression_ratio",
     "num_tokens", "pseudo_text", "disagreement",
 ]
+TRANSCRIPT_COLUMNS = [f.name for f in fields(Transcript)]
 FLOAT_COLUMNS = ("language_probability", "avg_logprob", "no_speech_prob", "compression_ratio")
 
 
@@ -56,7 +59,8 @@ def subtitle_rejection(
         return "no_subtitle", "no subtitle text in the chunk"
     if cut > params.max_subtitle_cut:
         return "subtitle_cut", f"{cut:.0%} of the chunk's subtitle time is in cut cues"
-    if disagreement is not None and disagreement > params.max_subtitle_disagreement:
+    bound = params.max_subtitle_disagreement
+    if disagreement is not None and bound is not None and disagreement > bound:
         return "subtitle_disagrees", f"subtitle vs teacher error rate {disagreement:.0f}%"
     return None
 
@@ -91,32 +95,39 @@ def label_source(
     task: str,
     params: LabelParams,
     hf_dir: Path | None = None,
+    scale: ScaleParams | None = None,
 ) -> ItemReport:
     """Label every chunk of ``segments_dir/segments.csv`` into ``out_dir``.
 
     ``model_dir`` is the CTranslate2 teacher, ``hf_dir`` the transformers one (engine
-    ``transformers``). ``language`` None lets the teacher detect it per chunk.
+    ``transformers``). ``language`` None lets the teacher detect it per chunk. ``scale``
+    spreads the decoding over processes or a Ray cluster (default: this process); the
+    outputs are the same byte for byte either way (tubetune/sharding.py).
     """
+    scale = scale or ScaleParams()
     report = ItemReport("pseudo-label", source)
     chunks = pd.read_csv(segments_dir / "segments.csv", dtype={"item": str, "path": str})
     cues = _item_cues(raw_dir, language) if params.source != "pseudo" else {}
-    teacher = load_teacher(
-        params.engine, model_dir, hf_dir or model_dir.parent / "hf", params.device,
-        params.compute_type, params.cpu_threads,
-    )
+    spec = TeacherSpec(params.engine, model_dir, hf_dir or model_dir.parent / "hf",
+                       params.device, params.compute_type, params.cpu_threads)
     options = DecodeOptions(language, task, params.beam_size, tuple(params.temperatures))
+    batches = list(_batches(chunks, params.batch_size))
+    if params.source == "subtitles" and params.max_subtitle_disagreement is None:
+        log.info("%s: subtitles taken as they are; the teacher does not run", source)
+        outcomes: list = [[None] * len(batch) for batch in batches]
+    else:
+        with tqdm(total=len(chunks), desc=f"label {source}", unit="chunk") as bar:
+            outcomes = transcribe_batches(
+                spec, [[Path(row.path) for row in batch] for batch in batches], options,
+                scale.label_runner, scale.label_workers, scale.ray_address, bar.update,
+            )
     kept, rejected = [], []
-    bar = tqdm(total=len(chunks), desc=f"label {source}", unit="chunk")
-    for batch in _batches(chunks, params.batch_size):
-        bar.update(len(batch))
-        try:
-            audios = [load_audio(Path(row.path)) for row in batch]
-            transcripts = teacher.transcribe_batch(audios, options)
-        except Exception as exc:  # one bad batch must not sink the source
+    for batch, outcome in zip(batches, outcomes, strict=True):
+        if isinstance(outcome, str):  # one bad batch must not sink the source
             for row in batch:
-                report.fail(Path(row.path).name, f"{type(exc).__name__}: {exc}")
+                report.fail(Path(row.path).name, outcome)
             continue
-        for row, t in zip(batch, transcripts, strict=True):
+        for row, t in zip(batch, outcome, strict=True):
             record, reason = _label(row, t, source, cues, language, params)
             name = Path(row.path).name
             if reason:
@@ -125,7 +136,6 @@ def label_source(
             else:
                 kept.append(record)
                 report.ok.append(name)
-    bar.close()
     _write_csv(kept, LABEL_COLUMNS, out_dir / "labels.csv")
     _write_csv(rejected, [*LABEL_COLUMNS, "reason", "detail"], out_dir / "rejects.csv")
     report.finish(out_dir / "report.json")
@@ -133,17 +143,21 @@ def label_source(
 
 
 def _label(
-    row, t, source: str, cues: dict[str, list[Cue]], language: str | None,
+    row, t: Transcript | None, source: str, cues: dict[str, list[Cue]], language: str | None,
     params: LabelParams,
 ) -> tuple[dict, Rejection | None]:
-    """The label record of one chunk and why it is rejected (None: kept)."""
+    """The label record of one chunk and why it is rejected (None: kept).
+
+    ``t`` None: the teacher did not run (subtitles only); its columns stay empty.
+    """
     duration_s = round((row.end_ms - row.start_ms) / 1000, 3)
-    target_lang = language or t.language
-    pseudo = normalize_target(t.text, target_lang, params.normalize)
+    target_lang = language or (t.language if t else "")
+    pseudo = normalize_target(t.text, target_lang, params.normalize) if t else ""
+    scores = asdict(t) if t else dict.fromkeys(TRANSCRIPT_COLUMNS)
     record = {
         "path": row.path, "source": source, "item": row.item,
         "start_ms": row.start_ms, "end_ms": row.end_ms, "duration_s": duration_s,
-        **asdict(t), "pseudo_text": pseudo, "disagreement": None,
+        **scores, "pseudo_text": pseudo, "disagreement": None,
     }
     if row.item in cues:
         item_cues = cues[row.item]
@@ -151,7 +165,8 @@ def _label(
             text_in_span(item_cues, row.start_ms, row.end_ms), target_lang, params.normalize
         )
         cut = cut_fraction(item_cues, row.start_ms, row.end_ms)
-        disagreement = utterance_error_rate(subtitle, pseudo, target_lang) if subtitle else None
+        disagreement = (utterance_error_rate(subtitle, pseudo, target_lang)
+                        if subtitle and t is not None else None)
         record.update(text=subtitle, label_source="subtitles", disagreement=disagreement)
         reason = subtitle_rejection(subtitle, cut, disagreement, params)
     elif params.source == "subtitles":

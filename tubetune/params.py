@@ -21,6 +21,7 @@ import yaml
 DEFAULT_PARAMS_FILE = Path("params.yaml")
 SOURCE_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 LANGUAGE_RE = re.compile(r"^[a-z]{2,3}(-[A-Za-z]{2,4})?$")
+ENDPOINT_RE = re.compile(r"^(?P<host>[A-Za-z0-9.-]+|\[[0-9A-Fa-f:]+\]):(?P<port>[0-9]{1,5})$")
 
 
 class ParamsError(ValueError):
@@ -87,7 +88,7 @@ class LabelParams:
     """Teacher (pseudo-labelling) settings, label filters and target normalisation."""
 
     source: str = "auto"
-    max_subtitle_disagreement: float = 50.0
+    max_subtitle_disagreement: float | None = 50.0
     max_subtitle_cut: float = 0.2
     engine: str = "faster-whisper"
     model: str = "base"
@@ -147,6 +148,9 @@ class TrainParams:
     logging_steps: int = 5
     generation_max_length: int = 225
     dataloader_num_workers: int = 0
+    num_gpus: int = 0  # > 1: one process per GPU under torchrun (DDP); 0 or 1: one process
+    num_nodes: int = 1  # > 1: machines joined by torchrun's static rendezvous at rdzv_endpoint
+    rdzv_endpoint: str | None = None  # host:port of node 0 (node rank: TUBETUNE_NODE_RANK)
 
 
 @dataclass(frozen=True)
@@ -179,6 +183,19 @@ class EvaluateParams:
 
 
 @dataclass(frozen=True)
+class ScaleParams:
+    """How pseudo-labelling is spread over processes, GPUs or a Ray cluster.
+
+    No stage declares this section as a DVC param: sharding never changes a label, so
+    changing it must not rerun anything (tubetune/sharding.py says why that holds).
+    """
+
+    label_runner: str = "local"
+    label_workers: int = 1
+    ray_address: str | None = None
+
+
+@dataclass(frozen=True)
 class Params:
     """The whole ``params.yaml``."""
 
@@ -192,6 +209,7 @@ class Params:
     split: SplitParams = field(default_factory=SplitParams)
     train: TrainParams = field(default_factory=TrainParams)
     evaluate: EvaluateParams = field(default_factory=EvaluateParams)
+    scale: ScaleParams = field(default_factory=ScaleParams)
     rounds: dict[str, RoundParams] = field(default_factory=lambda: {"round1": RoundParams()})
 
     def source(self, name: str) -> SourceParams:
@@ -391,7 +409,7 @@ def _check_values(p: Params, origin: str) -> None:
     for name in ("min_language_probability", "max_no_speech_prob", "min_unique_word_ratio"):
         if not 0 <= getattr(lb, name) <= 1:
             raise bad(f"labels.{name}", "must be in [0, 1]")
-    if lb.max_subtitle_disagreement < 0:
+    if lb.max_subtitle_disagreement is not None and lb.max_subtitle_disagreement < 0:
         raise bad("labels.max_subtitle_disagreement", "must be >= 0 (a percentage)")
     for name in ("max_compression_ratio", "max_ngram_repeats", "max_char_run", "max_chars_per_s"):
         if getattr(lb, name) <= 0:
@@ -409,6 +427,10 @@ def _check_values(p: Params, origin: str) -> None:
                   f"expected phonetic or orthographic, got {norm.ko_dual_spelling!r}")
     if p.evaluate.beam_size < 1:
         raise bad("evaluate.beam_size", "must be >= 1")
+    if p.scale.label_runner not in ("local", "ray"):
+        raise bad("scale.label_runner", f"expected local or ray, got {p.scale.label_runner!r}")
+    if p.scale.label_workers < 1:
+        raise bad("scale.label_workers", "must be >= 1")
     _check_train(p.train, "train", bad)
     earlier: list[str] = []
     for name, rnd in p.rounds.items():
@@ -457,3 +479,13 @@ def _check_train(tr: TrainParams, section: str, bad: Callable[[str, str], Params
     for name in ("mask_time_prob", "mask_feature_prob"):
         if not 0 <= getattr(tr, name) <= 1:
             raise bad(f"{section}.{name}", "must be in [0, 1]")
+    if tr.num_gpus < 0:
+        raise bad(f"{section}.num_gpus", "must be >= 0 (0 or 1: one process, no launcher)")
+    if tr.num_nodes < 1:
+        raise bad(f"{section}.num_nodes", "must be >= 1")
+    if tr.num_nodes > 1 and tr.rdzv_endpoint is None:
+        raise bad(f"{section}.rdzv_endpoint", "needed when num_nodes > 1: host:port of node 0")
+    endpoint = ENDPOINT_RE.match(tr.rdzv_endpoint or "")
+    if tr.rdzv_endpoint is not None and not (endpoint and 0 < int(endpoint["port"]) < 65536):
+        raise bad(f"{section}.rdzv_endpoint",
+                  f"expected host:port (port 1-65535), got {tr.rdzv_endpoint!r}")

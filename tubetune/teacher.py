@@ -14,6 +14,13 @@ Two engines behind one interface (:class:`Teacher`):
   faster-whisper's.
 
 No engine conditions on previous text: each chunk is decoded on its own.
+
+Reproducibility: decoding at temperature 0 uses no random numbers. The sampled fallback
+does, so each engine seeds its generator (:data:`SAMPLING_SEED`): CTranslate2's generator
+lives in the model's worker thread and cannot be reseeded, so faster-whisper splits the
+work into a deterministic :meth:`~FasterWhisperTranscriber.first_pass` and sampled
+:meth:`~FasterWhisperTranscriber.retry` calls that a fresh, seeded model must replay in chunk
+order (what :mod:`tubetune.sharding` does); transformers reseeds torch for every batch.
 """
 
 from __future__ import annotations
@@ -36,6 +43,8 @@ SAMPLE_RATE = 16000
 # Whisper's own fallback triggers (openai/whisper transcribe defaults).
 FALLBACK_COMPRESSION_RATIO = 2.4
 FALLBACK_AVG_LOGPROB = -1.0
+FALLBACK_NO_SPEECH = 0.6  # faster-whisper's no_speech_threshold: silence is not re-decoded
+SAMPLING_SEED = 0  # the temperature fallback's random draws are the same on every run
 
 
 @dataclass(frozen=True)
@@ -61,14 +70,49 @@ class DecodeOptions:
     temperatures: tuple[float, ...] = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0)
 
 
+PENDING = Transcript("", "", 0.0, 0.0, 1.0, 0.0, 0)
+"""Stands in for a first-pass result that was not decoded (its retry does all the work)."""
+
+
+@dataclass(frozen=True)
+class FirstPass:
+    """A clip's deterministic result and the temperatures still to sample (empty: final)."""
+
+    transcript: Transcript
+    retry: tuple[float, ...] = ()
+
+
 class Teacher(Protocol):
-    """Anything that turns a batch of 16 kHz float32 clips (≤ 30 s each) into transcripts."""
+    """Anything that turns a batch of 16 kHz float32 clips (≤ 30 s each) into transcripts.
+
+    ``transcribe_batch`` is ``first_pass`` followed by ``retry`` of every clip that asks for
+    one, in order; the split lets a sharded run do the first pass anywhere.
+    """
 
     def transcribe_batch(
         self, audios: Sequence[np.ndarray], options: DecodeOptions
     ) -> list[Transcript]:
         """One transcript per clip, in order."""
         ...
+
+    def first_pass(self, audios: Sequence[np.ndarray], options: DecodeOptions) -> list[FirstPass]:
+        """Results that use no random numbers, with the sampled retries each clip still needs."""
+        ...
+
+    def retry(self, audio: np.ndarray, first: FirstPass, options: DecodeOptions) -> Transcript:
+        """The sampled re-decode of one clip (draws from the teacher's seeded generator)."""
+        ...
+
+
+def finish_batch(
+    teacher: Teacher, audios: Sequence[np.ndarray], firsts: Sequence[FirstPass],
+    options: DecodeOptions,
+) -> list[Transcript]:
+    """Final transcripts of a batch: its first pass, retried where asked, in clip order."""
+    return [
+        teacher.retry(audio, first, options) if first.retry else first.transcript
+        for audio, first in zip(audios, firsts, strict=True)
+    ]
 
 
 def compression_ratio(text: str) -> float:
@@ -82,6 +126,11 @@ def needs_fallback(t: Transcript) -> bool:
     return (
         t.compression_ratio > FALLBACK_COMPRESSION_RATIO or t.avg_logprob < FALLBACK_AVG_LOGPROB
     )
+
+
+def is_silence(t: Transcript) -> bool:
+    """faster-whisper's exception to the fallback: likely no speech, so keep the result."""
+    return t.no_speech_prob > FALLBACK_NO_SPEECH and t.avg_logprob < FALLBACK_AVG_LOGPROB
 
 
 def pick_device(device: str) -> str:
@@ -109,15 +158,22 @@ class FasterWhisperTranscriber:
         device: str = "auto",
         compute_type: str = "auto",
         cpu_threads: int = 0,
+        device_index: int = 0,
     ) -> None:
+        import ctranslate2
         from faster_whisper import WhisperModel
 
         self.device = pick_device(device)
         self.compute_type = pick_compute_type(compute_type, self.device)
-        log.info("loading %s on %s (%s)", model_dir, self.device, self.compute_type)
+        log.info("loading %s on %s:%d (%s)", model_dir, self.device, device_index,
+                 self.compute_type)
+        # Read when the model's worker thread first samples: a new model starts a fresh,
+        # seeded random stream (one thread per model: faster-whisper's num_workers is 1).
+        ctranslate2.set_random_seed(SAMPLING_SEED)
         self.model = WhisperModel(
             str(model_dir),
             device=self.device,
+            device_index=device_index,
             compute_type=self.compute_type,
             cpu_threads=cpu_threads,
         )
@@ -160,13 +216,29 @@ class FasterWhisperTranscriber:
         self, audios: Sequence[np.ndarray], options: DecodeOptions
     ) -> list[Transcript]:
         """Transcribe clips; one at a time for a single clip, else one CTranslate2 batch."""
+        return finish_batch(self, audios, self.first_pass(audios, options), options)
+
+    def first_pass(self, audios: Sequence[np.ndarray], options: DecodeOptions) -> list[FirstPass]:
+        """Decode at the first temperature and mark the clips that need the fallback.
+
+        A single clip that fails is re-decoded with every temperature (faster-whisper keeps
+        the best of all, the first included); a batched one with the remaining ones.
+        """
+        temperatures = options.temperatures or (0.0,)
+        if temperatures[0] > 0:  # every decode samples: all of it belongs to the retries
+            return [FirstPass(PENDING, temperatures) for _ in audios]
         if len(audios) == 1:
-            return [self._one(audios[0], options, options.temperatures)]
-        results = self._batched(audios, options)
-        for i, t in enumerate(results):
-            if needs_fallback(t) and len(options.temperatures) > 1:
-                results[i] = self._one(audios[i], options, options.temperatures[1:])
-        return results
+            t = self._one(audios[0], options, temperatures[:1])
+            again = len(temperatures) > 1 and needs_fallback(t) and not is_silence(t)
+            return [FirstPass(t, temperatures if again else ())]
+        return [
+            FirstPass(t, temperatures[1:] if needs_fallback(t) else ())
+            for t in self._batched(audios, options)
+        ]
+
+    def retry(self, audio: np.ndarray, first: FirstPass, options: DecodeOptions) -> Transcript:
+        """Re-decode one clip with the temperatures its first pass asked for."""
+        return self._one(audio, options, first.retry)
 
     def _one(
         self, audio: np.ndarray, options: DecodeOptions, temperatures: Sequence[float]
@@ -219,32 +291,58 @@ class FasterWhisperTranscriber:
 class TransformersTranscriber:
     """Whisper in transformers: batched ``generate``, scores from one teacher-forced pass."""
 
-    def __init__(self, model_dir: str | Path, device: str = "auto") -> None:
+    def __init__(
+        self, model_dir: str | Path, device: str = "auto", device_index: int = 0,
+        cpu_threads: int = 0,
+    ) -> None:
         import torch
         from transformers import WhisperForConditionalGeneration, WhisperProcessor
+        from transformers.models.whisper.tokenization_whisper import LANGUAGES
 
         if device == "auto":
             device = "cuda" if torch.cuda.is_available() else "cpu"
+        if device == "cuda":
+            device = f"cuda:{device_index}"
+        elif cpu_threads > 0:
+            torch.set_num_threads(cpu_threads)
         self.device = device
-        dtype = torch.float16 if device == "cuda" else torch.float32
+        dtype = torch.float16 if device.startswith("cuda") else torch.float32
         log.info("loading %s with transformers on %s (%s)", model_dir, device, dtype)
         self.processor = WhisperProcessor.from_pretrained(str(model_dir))
         self.model = WhisperForConditionalGeneration.from_pretrained(
             str(model_dir), dtype=dtype
         ).to(device).eval()
         tok = self.processor.tokenizer
-        from faster_whisper.tokenizer import _LANGUAGE_CODES
-
-        ids = {code: tok.convert_tokens_to_ids(f"<|{code}|>") for code in _LANGUAGE_CODES}
+        ids = {code: tok.convert_tokens_to_ids(f"<|{code}|>") for code in LANGUAGES}
         self.language_ids = {code: i for code, i in ids.items() if i != tok.unk_token_id}
         self.no_speech_id = tok.convert_tokens_to_ids("<|nospeech|>")
         if self.no_speech_id == tok.unk_token_id:
             self.no_speech_id = tok.convert_tokens_to_ids("<|nocaptions|>")
 
+    def first_pass(self, audios: Sequence[np.ndarray], options: DecodeOptions) -> list[FirstPass]:
+        """The whole decode: its sampling is reseeded per batch, so nothing is left to retry."""
+        return [FirstPass(t) for t in self.transcribe_batch(audios, options)]
+
+    def retry(self, audio: np.ndarray, first: FirstPass, options: DecodeOptions) -> Transcript:
+        """Never needed: :meth:`first_pass` asks for no retries."""
+        return first.transcript
+
     def transcribe_batch(
         self, audios: Sequence[np.ndarray], options: DecodeOptions
     ) -> list[Transcript]:
-        """Decode the batch at each temperature in turn, re-decoding only failed clips."""
+        """Decode the batch at each temperature in turn, re-decoding only failed clips.
+
+        torch's generator is reseeded for the batch (and restored after), so the sampled
+        fallback of a batch draws the same numbers whatever was decoded before it.
+        """
+        import torch
+
+        devices = [torch.device(self.device)] if self.device.startswith("cuda") else []
+        with torch.random.fork_rng(devices=devices):
+            torch.manual_seed(SAMPLING_SEED)
+            return self._decode(audios, options)
+
+    def _decode(self, audios: Sequence[np.ndarray], options: DecodeOptions) -> list[Transcript]:
         import torch
 
         inputs = self.processor.feature_extractor(
@@ -264,8 +362,8 @@ class TransformersTranscriber:
                 hidden = encoder_outputs.last_hidden_state[todo]
                 sub = type(encoder_outputs)(last_hidden_state=hidden)
                 prompts = [self._prompt(langs[i][0], options.task) for i in todo]
-                gen = self.model.generate(
-                    encoder_outputs=sub,
+                gen = self.model.generate(  # a copy: beam search expands it in place
+                    encoder_outputs=type(sub)(last_hidden_state=hidden),
                     decoder_input_ids=torch.tensor(prompts, device=self.device),
                     num_beams=options.beam_size if temperature == 0 else 1,
                     do_sample=temperature > 0,
@@ -273,8 +371,10 @@ class TransformersTranscriber:
                     max_new_tokens=self.model.config.max_target_positions - len(prompts[0]),
                 )
                 prompt_ids = torch.tensor(prompts, device=self.device)
-                if not bool((gen[:, : prompt_ids.shape[1]] == prompt_ids).all()):
-                    gen = torch.cat([prompt_ids, gen], dim=1)  # generate left the prompt out
+                starts = gen.shape[1] >= prompt_ids.shape[1] and bool(
+                    (gen[:, : prompt_ids.shape[1]] == prompt_ids).all())
+                if not starts:  # generate left the prompt out
+                    gen = torch.cat([prompt_ids, gen], dim=1)
                 scored = self._score(sub, gen)
                 still = []
                 for k, i in enumerate(todo):
@@ -345,11 +445,14 @@ class TransformersTranscriber:
 
 def load_teacher(
     engine: str, ct2_dir: Path, hf_dir: Path, device: str = "auto",
-    compute_type: str = "auto", cpu_threads: int = 0,
+    compute_type: str = "auto", cpu_threads: int = 0, device_index: int = 0,
 ) -> Teacher:
-    """The teacher for ``engine``: faster-whisper reads ``ct2_dir``, transformers ``hf_dir``."""
+    """The teacher for ``engine``: faster-whisper reads ``ct2_dir``, transformers ``hf_dir``.
+
+    ``device_index`` picks the GPU when ``device`` is (or resolves to) ``cuda``.
+    """
     if engine == "faster-whisper":
-        return FasterWhisperTranscriber(ct2_dir, device, compute_type, cpu_threads)
+        return FasterWhisperTranscriber(ct2_dir, device, compute_type, cpu_threads, device_index)
     if engine == "transformers":
-        return TransformersTranscriber(hf_dir, device)
+        return TransformersTranscriber(hf_dir, device, device_index, cpu_threads)
     raise ValueError(f"engine must be one of {', '.join(ENGINES)}, got {engine!r}")

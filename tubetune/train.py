@@ -4,6 +4,11 @@
 can hold one), forces language and task through the tokenizer prefix and the generation
 config, computes features on the fly, and resumes from the newest checkpoint when a run
 was interrupted.
+
+More than one GPU: :func:`relaunch` re-executes the stage under torchrun (one process per
+GPU, DDP) when ``train.num_gpus`` > 1 or ``train.num_nodes`` > 1, unless a launcher
+(torchrun, ``accelerate launch``) already started it. Every process trains; only global
+rank 0 writes (checkpoints: Seq2SeqTrainer; model, metrics, dvclive: :func:`train_stage`).
 """
 
 from __future__ import annotations
@@ -11,7 +16,11 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
+import shlex
 import shutil
+import sys
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -35,20 +44,104 @@ from tubetune.text import uses_characters, whisper_language
 
 log = logging.getLogger(__name__)
 
+LAUNCHER_ENV = ("WORLD_SIZE", "LOCAL_RANK")  # set by torchrun and `accelerate launch`
+NODE_RANK_ENV = ("TUBETUNE_NODE_RANK", "NODE_RANK")
+
 
 def precision_flags(precision: str) -> dict[str, bool]:
-    """``auto``: bf16 on GPUs that support it, else fp16 on CUDA, fp32 on CPU."""
+    """``auto``: bf16 on GPUs with native bf16, else fp16 on CUDA, fp32 on CPU.
+
+    Also lets matmuls and convolutions use TF32 on Ampere or newer (compute capability 8+).
+    """
     cuda = torch.cuda.is_available()
     if precision == "auto" and not cuda:
         precision = "fp32"
     elif precision == "auto":
-        precision = "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+        # Emulated bf16 (e.g. on a T4) would be slower than fp16: ask for native support.
+        precision = "bf16" if torch.cuda.is_bf16_supported(including_emulation=False) else "fp16"
     if precision in ("fp16", "bf16") and not cuda:
         raise ValueError(f"train.precision: {precision} needs a CUDA GPU; use auto or fp32")
-    if cuda:
+    if cuda and torch.cuda.get_device_capability()[0] >= 8:
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
     return {"fp16": precision == "fp16", "bf16": precision == "bf16"}
+
+
+def under_launcher(env: Mapping[str, str] = os.environ) -> bool:
+    """True when torchrun or ``accelerate launch`` started this process (it sets the ranks)."""
+    return any(name in env for name in LAUNCHER_ENV)
+
+
+def node_rank(env: Mapping[str, str] = os.environ) -> int:
+    """This machine's rank in a multi-node run: ``TUBETUNE_NODE_RANK`` (or ``NODE_RANK``)."""
+    for name in NODE_RANK_ENV:
+        if env.get(name, "").strip():
+            return int(env[name])
+    return 0
+
+
+def launcher_command(
+    num_gpus: int,
+    script: str,
+    args: Sequence[str],
+    nnodes: int = 1,
+    node_rank: int = 0,
+    rdzv_endpoint: str | None = None,
+    python: str = sys.executable,
+) -> list[str]:
+    """The command that runs ``script args`` on ``num_gpus`` GPUs of each of ``nnodes`` nodes.
+
+    One GPU on one node: plain ``python script args``. Otherwise torchrun
+    (``python -m torch.distributed.run``) with one process per GPU: ``--standalone`` on one
+    node (a free local port), or a static rendezvous at ``rdzv_endpoint`` (``host:port`` of
+    node 0, which then holds global rank 0) across nodes.
+    """
+    if num_gpus <= 1 and nnodes <= 1:
+        return [python, script, *args]
+    command = [python, "-m", "torch.distributed.run", f"--nproc_per_node={max(num_gpus, 1)}"]
+    if nnodes <= 1:
+        command += ["--standalone", "--nnodes=1"]
+    else:
+        if not rdzv_endpoint:
+            raise ValueError("train.rdzv_endpoint: needed when num_nodes > 1 (host:port of node 0)")
+        if not 0 <= node_rank < nnodes:
+            raise ValueError(f"node rank {node_rank} is not in [0, {nnodes})")
+        host, _, port = rdzv_endpoint.rpartition(":")
+        command += [f"--nnodes={nnodes}", f"--node_rank={node_rank}",
+                    f"--master_addr={host.strip('[]')}", f"--master_port={port}"]
+    return [*command, script, *args]
+
+
+def relaunch(params: TrainParams, script: str, args: Sequence[str]) -> None:
+    """Replace this process with torchrun when ``params`` ask for several processes.
+
+    Returns (and the caller trains in this process) for one GPU on one node, or when a
+    launcher already started this process: its world size is honoured as it is.
+    """
+    if (params.num_gpus <= 1 and params.num_nodes <= 1) or under_launcher():
+        return
+    if params.num_gpus > 1 and torch.cuda.device_count() < params.num_gpus:
+        raise ValueError(f"train.num_gpus: {params.num_gpus}, but this machine has "
+                         f"{torch.cuda.device_count()} CUDA GPU(s)")
+    command = launcher_command(params.num_gpus, script, args, params.num_nodes, node_rank(),
+                               params.rdzv_endpoint)
+    log.info("relaunching under torchrun: %s", shlex.join(command))
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.execv(command[0], command)
+
+
+def _world() -> tuple[int, int]:
+    """(global rank, world size) of this process; (0, 1) without a launcher."""
+    return int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))
+
+
+def _barrier() -> None:
+    """Wait for every process of a launched run (no-op in a single process)."""
+    if _world()[1] > 1:
+        from accelerate import PartialState
+
+        PartialState(cpu=not torch.cuda.is_available()).wait_for_everyone()
 
 
 @dataclass
@@ -134,6 +227,12 @@ class FineTuner:
             remove_unused_columns=False,
             label_names=["labels"],
             dataloader_num_workers=p.dataloader_num_workers,
+            # DDP: every trainable weight gets a gradient each step, so skip the search for
+            # unused ones (transformers' checkpointing is non-reentrant, which DDP needs).
+            ddp_find_unused_parameters=False,
+            # Launched without CUDA (several CPU processes, e.g. nodes without GPUs): DDP
+            # over gloo, which accelerate only sets up when told the run is on CPU.
+            use_cpu=_world()[1] > 1 and not torch.cuda.is_available(),
             seed=p.seed,
             data_seed=p.seed,
             report_to=[],
@@ -168,13 +267,19 @@ class FineTuner:
         last = get_last_checkpoint(str(checkpoints_dir)) if checkpoints_dir.is_dir() else None
         if last:
             log.info("resuming from %s", last)
+        world = trainer.args.world_size
+        log.info("effective batch %d = %d per device x %d accumulation x %d process(es)",
+                 self.effective_batch(world), self.params.per_device_batch_size,
+                 self.params.gradient_accumulation_steps, world)
         result = trainer.train(resume_from_checkpoint=last)
-        self.save(output_dir)
+        if trainer.is_world_process_zero():
+            self.save(output_dir)
         summary = {
             "train_loss": round(float(result.training_loss), 4),
             "steps": int(result.global_step),
             "train_samples_per_second": round(float(result.metrics["train_samples_per_second"]), 3),
             "train_runtime_s": round(float(result.metrics["train_runtime"]), 1),
+            "effective_batch_size": self.effective_batch(world),
         }
         evals = [e for e in trainer.state.log_history if f"eval_{self.metric}" in e]
         if evals:
@@ -182,6 +287,11 @@ class FineTuner:
         if trainer.state.best_metric is not None:
             summary[f"best_eval_{self.metric}"] = round(float(trainer.state.best_metric), 2)
         return summary
+
+    def effective_batch(self, world_size: int = 1) -> int:
+        """Samples per optimiser step across all processes."""
+        p = self.params
+        return p.per_device_batch_size * p.gradient_accumulation_steps * world_size
 
     def save(self, output_dir: Path) -> None:
         """Write model, processor and generation config atomically."""
@@ -234,27 +344,38 @@ def train_stage(
     params: TrainParams,
     callbacks: list[Any] | None = None,
 ) -> dict[str, Any]:
-    """The ``train`` stage: fine-tune, log curves with dvclive, write the summary metric."""
+    """The ``train`` stage: fine-tune, log curves with dvclive, write the summary metric.
+
+    Under a launcher every process runs this; global rank 0 alone prepares the checkpoint
+    folder, logs to dvclive and writes the model and metrics, the others wait for it.
+    """
     from dvclive import Live
     from transformers.integrations import DVCLiveCallback
 
     torch.manual_seed(params.seed)
+    main = _world()[0] == 0
     fingerprint = run_fingerprint(params, language, task, [train_csv, validation_csv],
                                   base_model_dir)
-    resuming = reusable_checkpoints(checkpoints_dir, fingerprint)
-    if live_dir.exists() and not resuming:
-        shutil.rmtree(live_dir)
-    live = Live(str(live_dir), dvcyaml=False, save_dvc_exp=False, resume=bool(resuming))
+    callbacks = list(callbacks or [])
+    live = None
+    if main:
+        resuming = reusable_checkpoints(checkpoints_dir, fingerprint)
+        if live_dir.exists() and not resuming:
+            shutil.rmtree(live_dir)
+        live = Live(str(live_dir), dvcyaml=False, save_dvc_exp=False, resume=bool(resuming))
+        callbacks.insert(0, DVCLiveCallback(live=live))
+    _barrier()  # the others look for checkpoints only once rank 0 has kept or cleared them
     tuner = FineTuner(base_model_dir, language, task, params)
-    summary = tuner.run(
-        train_csv, validation_csv, output_dir, checkpoints_dir,
-        [DVCLiveCallback(live=live), *(callbacks or [])],
-    )
-    live.end()
-    # Checkpoints exist to resume an interrupted run; a finished run does not need them.
-    # The folder is deliberately not a DVC output: DVC cannot restore uncached outputs, so
-    # a leftover stamp from an experiment would make the stage look changed.
-    shutil.rmtree(checkpoints_dir)
-    atomic_write_text(metrics_path, json.dumps(summary, indent=2) + "\n")
-    log.info("train: %s", summary)
+    summary = tuner.run(train_csv, validation_csv, output_dir, checkpoints_dir, callbacks)
+    _barrier()  # every process is done with the checkpoints before they are deleted
+    if main:
+        live.end()
+        # Checkpoints exist to resume an interrupted run; a finished run does not need
+        # them. The folder is deliberately not a DVC output: DVC cannot restore uncached
+        # outputs, so a leftover stamp from an experiment would make the stage look changed.
+        shutil.rmtree(checkpoints_dir)
+        atomic_write_text(metrics_path, json.dumps(summary, indent=2) + "\n")
+        log.info("train: %s", summary)
+    if _world()[1] > 1 and torch.distributed.is_initialized():
+        torch.distributed.destroy_process_group()
     return summary
