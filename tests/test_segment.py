@@ -147,6 +147,16 @@ def test_plan_merges_across_short_pauses_and_pads_into_silence():
     assert plan(probs) == spans((1400, 5000), (5560, 12680))
 
 
+def test_plan_uses_the_fewest_chunks():
+    probs = windows(
+        [(0, 1.0), (0.9, 1.6), (0, 0.96), (0.9, 4.0), (0, 0.32), (0.9, 4.0), (0, 0.48),
+         (0.9, 1.6), (0, 1.0)]
+    )
+    # Merging the shortest pauses first joins the two 4 s runs and then fits nothing else in
+    # 10 s: three chunks, two of them short. Two chunks fit, cut at the 320 ms pause.
+    assert plan(probs) == spans((792, 7712), (7712, 14152))
+
+
 def test_plan_pads_at_most_half_a_pause_and_never_overlaps():
     probs = windows([(0.9, 6.4), (0, 0.192), (0.9, 6.4)])
     chunks = plan(probs, max_s=8.0)

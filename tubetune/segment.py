@@ -4,8 +4,9 @@ Two methods:
 
 - ``fixed``: the seed's windows (10 s every 8 s by default). Simple, but cuts words in half.
 - ``vad``: Silero VAD (the ONNX model shipped in faster-whisper) finds speech; chunks are cut
-  at pauses, adjacent speech is merged up to ``max_s`` (at most Whisper's 30 s window) cutting
-  at the longest pauses first, over-long speech is split at its quietest point, and each chunk
+  at pauses, adjacent speech is grouped into the fewest chunks of at most ``max_s`` (Whisper's
+  30 s window: each chunk costs one full window to label and train on), cutting at the longest
+  pauses among those groupings, over-long speech is split at its quietest point, and each chunk
   gets up to ``pad_ms`` of the neighbouring silence without overlapping its neighbours.
 
 VAD reads per-window speech scores (tubetune.vad) that the resample stage stored next to each
@@ -184,34 +185,42 @@ def _split_long(
 def _merge(
     pieces: list[tuple[int, int]], max_ms: int, max_gap_ms: int
 ) -> list[tuple[int, int, int]]:
-    """Merge adjacent speech pieces into chunks, shortest pauses first.
+    """Group adjacent speech pieces into the fewest chunks, cut at the longest pauses.
 
-    Two neighbouring chunks merge when the pause between them is at most ``max_gap_ms``, the
-    result lasts at most ``max_ms`` and stays mostly speech. Merging the shortest pauses
-    first leaves the cuts at the longest pauses. Returns (start, end, speech ms) per chunk.
+    A chunk is a run of pieces that lasts at most ``max_ms``, bridges no pause over
+    ``max_gap_ms`` and stays mostly speech. Whisper encodes a full 30 s window per chunk
+    whatever its length, so the fewest chunks is the cheapest cover of the speech to label
+    and train on; among partitions with that count, the one whose cuts have the largest
+    product of pause lengths wins (cuts at long pauses, sentence ends, over short ones).
+    Exact dynamic programming over the pieces. Returns (start, end, speech ms) per chunk.
     """
-    parent = list(range(len(pieces)))
-    start = [s for s, _ in pieces]
-    end = [e for _, e in pieces]
-    speech = [e - s for s, e in pieces]
-
-    def root(i: int) -> int:
-        while parent[i] != i:
-            parent[i] = parent[parent[i]]
-            i = parent[i]
-        return i
-
-    gaps = sorted((pieces[j + 1][0] - pieces[j][1], j) for j in range(len(pieces) - 1))
-    for gap, j in gaps:
-        if gap > max_gap_ms:
-            break
-        left, right = root(j), root(j + 1)  # a root is its chunk's first piece
-        span = end[right] - start[left]
-        total = speech[left] + speech[right]
-        if span <= max_ms and total >= _MIN_SPEECH_RATIO * span:
-            parent[right] = left
-            end[left], speech[left] = end[right], total
-    return [(start[i], end[i], speech[i]) for i in range(len(pieces)) if root(i) == i]
+    n = len(pieces)
+    best: list[tuple[int, float]] = [(0, 0.0)] + [(n + 1, 0.0)] * n  # best[j]: pieces[:j]
+    first: list[int] = [0] * (n + 1)  # first piece of the last chunk of best[j]
+    for j in range(1, n + 1):
+        speech = 0
+        for i in range(j - 1, -1, -1):
+            if i < j - 1 and pieces[i + 1][0] - pieces[i][1] > max_gap_ms:
+                break
+            span = pieces[j - 1][1] - pieces[i][0]
+            if span > max_ms:
+                break
+            speech += pieces[i][1] - pieces[i][0]
+            if speech < _MIN_SPEECH_RATIO * span:
+                continue
+            count, penalty = best[i]
+            if i:  # a cut before piece i: short pauses cost more
+                penalty -= math.log(max(pieces[i][0] - pieces[i - 1][1], 1))
+            if (count + 1, penalty) < best[j]:
+                best[j], first[j] = (count + 1, penalty), i
+    chunks: list[tuple[int, int, int]] = []
+    j = n
+    while j:
+        i = first[j]
+        speech = sum(end - start for start, end in pieces[i:j])
+        chunks.append((pieces[i][0], pieces[j - 1][1], speech))
+        j = i
+    return chunks[::-1]
 
 
 def _plan_spans(
@@ -265,7 +274,7 @@ def vad_spans(
     """Speech chunks of a 16 kHz mono WAV from its Silero VAD scores (stored or computed).
 
     Speech runs end after ``min_silence_ms`` of silence and must last ``min_speech_ms``;
-    runs are merged while the chunk stays within ``max_s`` (padding included), pauses over
+    runs are grouped into the fewest chunks within ``max_s`` (padding included), pauses over
     ``max_gap_s`` are never bridged, runs too long are split at the quietest 160 ms, each
     chunk is padded by up to ``pad_ms`` into the silence around it (half a pause at most, so
     chunks never overlap), and chunks shorter than ``min_s`` or mostly silence are dropped.
