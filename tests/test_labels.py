@@ -11,6 +11,7 @@ from tubetune.filters import teacher_rejection
 from tubetune.labels import label_report, label_source
 from tubetune.params import LabelParams
 from tubetune.subtitles import Cue, cut_fraction, read_vtt, text_in_span
+from tubetune.teacher import pick_beam_size
 
 ROOT = Path(__file__).resolve().parents[1]
 SR = 16000
@@ -23,6 +24,12 @@ def test_subtitle_cutting_at_chunk_edges() -> None:
     assert text_in_span(cues, 0, 5100) == "one two three"  # "three" mostly inside
     assert cut_fraction(cues, 0, 4000) == 0.0
     assert cut_fraction(cues, 1000, 4000) == pytest.approx(1000 / 3000)
+
+
+def test_beam_size_auto_is_greedy_on_cpu_and_beam_5_on_gpu() -> None:
+    assert pick_beam_size("auto", "cpu") == 1
+    assert pick_beam_size("auto", "cuda") == 5
+    assert pick_beam_size(3, "cpu") == pick_beam_size(3, "cuda") == 3
 
 
 def test_label_report(tmp_path: Path) -> None:

@@ -49,7 +49,10 @@ def test_project_params_are_valid() -> None:
         ({"train": {"num_nodes": 2, "rdzv_endpoint": "head"}}, "train.rdzv_endpoint: expected"),
         ({"train": {"rdzv_endpoint": "head:70000"}}, "train.rdzv_endpoint: expected host:port"),
         ({"scale": {"label_runner": "dask"}}, "scale.label_runner: expected local or ray"),
-        ({"scale": {"label_workers": 0}}, "scale.label_workers: must be >= 1"),
+        ({"scale": {"label_workers": 0}}, "scale.label_workers: expected auto or an integer"),
+        ({"scale": {"label_workers": "all"}}, "scale.label_workers: expected auto or"),
+        ({"labels": {"beam_size": 0}}, "labels.beam_size: expected auto or an integer >= 1"),
+        ({"labels": {"beam_size": "wide"}}, "labels.beam_size: expected auto"),
         ({"scale": {"workers": 2}}, "scale.workers: unknown key"),
     ],
 )
@@ -110,7 +113,8 @@ def test_rounds_chain_from_base_or_earlier_rounds() -> None:
 
 def test_scale_and_multi_gpu_keys() -> None:
     params = load_params(ROOT / "params.yaml")
-    assert (params.scale.label_runner, params.scale.label_workers) == ("local", 1)
+    assert (params.scale.label_runner, params.scale.label_workers) == ("local", "auto")
+    assert params.labels.beam_size == "auto"
     assert (params.train.num_gpus, params.train.num_nodes) == (0, 1)
     raw = base()
     raw["scale"] = {"label_runner": "ray", "label_workers": 4, "ray_address": "auto"}

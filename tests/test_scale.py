@@ -17,8 +17,9 @@ import pandas as pd
 import pytest
 import soundfile as sf
 
+from tubetune import sharding
 from tubetune.params import LabelParams, ScaleParams, TrainParams
-from tubetune.sharding import shard_bounds
+from tubetune.sharding import TeacherSpec, shard_bounds
 from tubetune.train import launcher_command, node_rank, relaunch, under_launcher
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -190,6 +191,31 @@ def corpus(tmp_path_factory: pytest.TempPathFactory) -> dict:
     return {"root": root, "segments": segments}
 
 
+def test_auto_workers_one_per_core_as_work_and_memory_allow(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import psutil
+
+    (tmp_path / "ct2").mkdir()
+    (tmp_path / "ct2" / "model.bin").write_bytes(b"0" * 1000)
+    spec = TeacherSpec("faster-whisper", tmp_path / "ct2", tmp_path / "hf", device="cpu")
+    monkeypatch.setattr(os, "cpu_count", lambda: 4)
+    gib = 2**30
+    memory = {"available": 64 * gib}
+    monkeypatch.setattr(psutil, "virtual_memory", lambda: type("M", (), memory)())
+    assert sharding.auto_workers(spec, 1000) == 4  # one per core
+    assert sharding.auto_workers(spec, 20) == 2  # at least 8 chunks each
+    assert sharding.auto_workers(spec, 3) == 1
+    memory["available"] = gib + 1  # room for one worker (600 MiB each besides the model)
+    assert sharding.auto_workers(spec, 1000) == 1
+    memory["available"] = 0
+    assert sharding.auto_workers(spec, 1000) == 1  # never fewer than one
+    memory["available"] = 64 * gib
+    pinned = TeacherSpec("faster-whisper", tmp_path / "ct2", tmp_path / "hf", device="cpu",
+                         cpu_threads=4)
+    assert sharding.auto_workers(pinned, 1000) == 1  # labels.cpu_threads asks for one teacher
+
+
 # Lenient filters but a token cap, so that both CSVs get rows (the random decodes run to
 # 98-224 tokens); two temperatures keep the sampling short.
 TINY = LabelParams(source="pseudo", beam_size=2, temperatures=[0.0, 1.0],
@@ -212,7 +238,8 @@ def _label(corpus: dict, model: str, out: str, scale: ScaleParams) -> dict[str, 
 @pytest.fixture(scope="module")
 def single(corpus: dict) -> dict[str, dict[str, bytes]]:
     """One process's outputs, per teacher."""
-    return {model: _label(corpus, model, "single", ScaleParams()) for model in ("tiny", "base")}
+    one = ScaleParams(label_workers=1)
+    return {model: _label(corpus, model, "single", one) for model in ("tiny", "base")}
 
 
 @pytest.mark.slow

@@ -94,7 +94,7 @@ class LabelParams:
     model: str = "base"
     device: str = "auto"
     compute_type: str = "auto"
-    beam_size: int = 5
+    beam_size: int | str = "auto"
     batch_size: int = 1
     cpu_threads: int = 0
     temperatures: list[float] = field(default_factory=lambda: [0.0, 0.2, 0.4, 0.6, 0.8, 1.0])
@@ -191,7 +191,7 @@ class ScaleParams:
     """
 
     label_runner: str = "local"
-    label_workers: int = 1
+    label_workers: int | str = "auto"
     ray_address: str | None = None
 
 
@@ -401,9 +401,10 @@ def _check_values(p: Params, origin: str) -> None:
         raise bad("labels.model", "expected 'base' or a model spec (bundled:, a dir, a hub id)")
     if lb.device not in ("auto", "cpu", "cuda"):
         raise bad("labels.device", f"expected auto, cpu or cuda, got {lb.device!r}")
-    for name in ("beam_size", "batch_size"):
-        if getattr(lb, name) < 1:
-            raise bad(f"labels.{name}", "must be >= 1")
+    if lb.beam_size != "auto" and (isinstance(lb.beam_size, str) or lb.beam_size < 1):
+        raise bad("labels.beam_size", f"expected auto or an integer >= 1, got {lb.beam_size!r}")
+    if lb.batch_size < 1:
+        raise bad("labels.batch_size", "must be >= 1")
     if not lb.temperatures or any(not 0 <= t <= 1 for t in lb.temperatures):
         raise bad("labels.temperatures", "expected a non-empty list of numbers in [0, 1]")
     for name in ("min_language_probability", "max_no_speech_prob", "min_unique_word_ratio"):
@@ -429,8 +430,9 @@ def _check_values(p: Params, origin: str) -> None:
         raise bad("evaluate.beam_size", "must be >= 1")
     if p.scale.label_runner not in ("local", "ray"):
         raise bad("scale.label_runner", f"expected local or ray, got {p.scale.label_runner!r}")
-    if p.scale.label_workers < 1:
-        raise bad("scale.label_workers", "must be >= 1")
+    workers = p.scale.label_workers
+    if workers != "auto" and (isinstance(workers, str) or workers < 1):
+        raise bad("scale.label_workers", f"expected auto or an integer >= 1, got {workers!r}")
     _check_train(p.train, "train", bad)
     earlier: list[str] = []
     for name, rnd in p.rounds.items():
