@@ -5,8 +5,10 @@ once: ``local`` starts that many processes on this machine (one teacher each; on
 ``i`` takes GPU ``i % GPUs``) and gives each a contiguous shard of the batches; ``ray`` runs
 the same code as a pool of Ray Data actors (one GPU each when the cluster has GPUs).
 ``auto`` (:func:`auto_workers`) is one worker per GPU, or on CPU one single-threaded worker
-per core: decoding one chunk is memory-bound and gains little from a second thread, so two
-1-thread teachers on 2 cores label ~1.25x faster than one 2-thread teacher.
+per core: decoding one chunk is memory-bound and gains little from a second thread (on 2
+cores, two 1-thread teachers decode ~1.2x the chunks per second of one 2-thread teacher;
+after their few seconds of start-up that was 1.3x end to end at beam 5 and nothing greedy on
+benchmarks/label.py's 22 chunks; more cores gain more).
 
 Whatever the runner and worker count, the result is the same, byte for byte:
 
