@@ -23,8 +23,9 @@ Configurations, so that the table separates the levers:
 
 Each configuration's wall time is its segmentation (spans + chunk WAVs written, measured once
 per chunking method) plus its labelling (each chunk WAV read back and transcribed). Model
-loading, with one warm-up decode, is timed apart and excluded for the in-process engines
-(the worker processes of ``ours`` load theirs inside the timing). Throughput is seconds of source
+loading, with one warm-up decode, is timed apart and excluded for the seed and lever rows;
+the three ``ours`` rows load their teachers (and start their workers) inside the timing.
+Throughput is seconds of source
 audio per wall second. With ``--subset N`` the transformers configurations transcribe only
 their first N chunks; their labelling time is extrapolated by audio duration (source length
 over the audio those chunks reach) and their WER is over that prefix of the source only.
