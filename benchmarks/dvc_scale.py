@@ -34,6 +34,7 @@ import yaml
 from tubetune.audio import ffmpeg_exe
 from tubetune.fsutil import atomic_write_text
 from tubetune.subtitles import read_vtt
+from tubetune.transcribe import Segment, render
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLES = sorted((ROOT / "data" / "sample").glob("*.en.vtt"))
@@ -100,18 +101,9 @@ def make_source(index: int, seconds: int, media_dir: Path) -> Path:
             check=True,
         )
     texts = [cue.text for cue in read_vtt(vtt)]
-    lines = ["WEBVTT", ""]
-    for k in range(seconds):
-        lines += [f"{_ts(k * 1000 + 100)} --> {_ts(k * 1000 + 900)}", texts[k % len(texts)], ""]
-    atomic_write_text(out.with_suffix(".en.vtt"), "\n".join(lines))
+    cues = [Segment(k + 0.1, k + 0.9, texts[k % len(texts)]) for k in range(seconds)]
+    atomic_write_text(out.with_suffix(".en.vtt"), render(cues, "vtt"))
     return out
-
-
-def _ts(ms: int) -> str:
-    h, ms = divmod(ms, 3_600_000)
-    m, ms = divmod(ms, 60_000)
-    s, ms = divmod(ms, 1000)
-    return f"{h:02d}:{m:02d}:{s:02d}.{ms:03d}"
 
 
 def write_params(repo: Path, media: list[Path]) -> None:
