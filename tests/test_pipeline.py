@@ -198,6 +198,7 @@ def test_outputs_are_byte_identical_across_runs_from_scratch(
     edit_params(other, **FAST)
     run(["dvc", "repro", "pseudo-label@cooking-tips"], other)  # one source's chain, from scratch
     first, second = lock_hashes(project), lock_hashes(other)
+    shutil.rmtree(other.parent)  # ~1 GB of models and cache
     compared = [p for p in second if p.startswith(("data/", "models/"))]
     assert len(compared) >= len(DATA_STAGES) + 3  # + models/base/{hf,ct2}, models/teacher
     differing = [p for p in compared if first.get(p) != second[p]]
@@ -215,12 +216,14 @@ def test_push_clone_pull_and_repro_pull_restore_without_running(project: Path) -
     assert json.loads(run(["dvc", "status", "--json"], clone).stdout) == {}
     assert not ran_stages(run(["dvc", "repro"], clone).stdout)
     assert (clone / "models/export/ct2/model.bin").is_file()
+    shutil.rmtree(clone)  # each clone holds ~2 GB (cache + workspace copies)
 
     third = project.parent / "third"
     run(["git", "clone", "-q", str(project), str(third)], project.parent)
     out = run(["dvc", "repro", "--pull"], third).stdout
     assert not ran_stages(out), out
     assert json.loads(run(["dvc", "status", "--json"], third).stdout) == {}
+    shutil.rmtree(third)
 
 
 def test_invalid_params_stop_the_run_naming_the_key(project: Path) -> None:
