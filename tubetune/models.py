@@ -20,21 +20,21 @@ import struct
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
-import torch
-from tokenizers import AddedToken
-from transformers import (
-    GenerationConfig,
-    WhisperConfig,
-    WhisperFeatureExtractor,
-    WhisperForConditionalGeneration,
-    WhisperProcessor,
-    WhisperTokenizer,
-)
 
 from tubetune.fsutil import atomic_path, sha256_file
+
+if TYPE_CHECKING:  # torch and transformers take seconds to import: only where used
+    import torch
+    from transformers import (
+        GenerationConfig,
+        WhisperConfig,
+        WhisperForConditionalGeneration,
+        WhisperProcessor,
+        WhisperTokenizer,
+    )
 
 log = logging.getLogger(__name__)
 
@@ -284,6 +284,9 @@ def _load_from_hub(spec: str) -> tuple[WhisperForConditionalGeneration, WhisperP
 def _from_pretrained(
     name: str | os.PathLike[str], local_files_only: bool = False
 ) -> tuple[WhisperForConditionalGeneration, WhisperProcessor]:
+    import torch
+    from transformers import WhisperForConditionalGeneration, WhisperProcessor
+
     model = WhisperForConditionalGeneration.from_pretrained(
         name, dtype=torch.float32, local_files_only=local_files_only
     )
@@ -306,6 +309,8 @@ def _save_hf(
 ) -> None:
     """Save model (float32 safetensors) and processor, plus the ``preprocessor_config.json``
     that faster-whisper and older transformers read."""
+    import torch
+
     model.to(torch.float32).save_pretrained(out)
     processor.save_pretrained(out)
     if not (out / PREPROCESSOR_CONFIG).is_file():
@@ -326,6 +331,7 @@ def convert_hf_to_ct2(hf_dir: Path, ct2_dir: Path, quantization: str = "float16"
     """Convert an HF Whisper directory to CTranslate2 (for faster-whisper), atomically."""
     import ctranslate2
     from ctranslate2.specs.model_spec import ACCEPTED_MODEL_TYPES
+    from transformers import WhisperFeatureExtractor
 
     hf_dir, ct2_dir = Path(hf_dir), Path(ct2_dir)
     if quantization not in ACCEPTED_MODEL_TYPES:
@@ -355,6 +361,8 @@ def convert_ct2_to_hf(ct2_dir: Path, hf_dir: Path) -> None:
     timestamp tokens and checked against the CT2 vocabulary, the generation settings come
     from the CT2 ``config.json``.
     """
+    from transformers import WhisperConfig, WhisperFeatureExtractor, WhisperProcessor
+
     ct2_dir, hf_dir = Path(ct2_dir), Path(hf_dir)
     if _directory_layout(ct2_dir) != "ct2":
         raise ModelError(f"{ct2_dir} is not a CTranslate2 model directory")
@@ -510,6 +518,8 @@ def _ct2_to_state_dict(
     Returns the state dict and the ``WhisperConfig`` dimensions read from tensor shapes.
     Every non-scalar CT2 variable must be used, so nothing is silently dropped.
     """
+    import torch
+
     used: set[str] = set()
 
     def get(name: str) -> np.ndarray:
@@ -595,6 +605,9 @@ def _model_from_state_dict(
     config: WhisperConfig, state_dict: dict[str, torch.Tensor]
 ) -> WhisperForConditionalGeneration:
     """Build the model on the meta device (no random init) and adopt ``state_dict``."""
+    import torch
+    from transformers import WhisperForConditionalGeneration
+
     with torch.device("meta"):
         model = WhisperForConditionalGeneration(config)
     model.load_state_dict(state_dict, strict=True, assign=True)
@@ -611,6 +624,9 @@ def _build_tokenizer(path: Path, vocab_size: int, model_max_length: int) -> Whis
     timestamp tokens and without named special tokens; both are added here so ids match the
     model's vocabulary and ``generate`` can find eos/pad.
     """
+    from tokenizers import AddedToken
+    from transformers import WhisperTokenizer
+
     data = _read_json(path)
     bpe = data.get("model", {})
     if bpe.get("type") != "BPE":
@@ -678,6 +694,7 @@ def _generation_config(
     tokenizer: WhisperTokenizer, ct2_config: dict, max_length: int
 ) -> GenerationConfig:
     """Whisper generation settings (token ids, suppression, languages) from a CT2 config."""
+    from transformers import GenerationConfig
 
     def token_id(token: str) -> int:
         found = tokenizer.convert_tokens_to_ids(token)

@@ -15,19 +15,25 @@ import unicodedata
 from functools import lru_cache
 from typing import TYPE_CHECKING
 
-from transformers.models.whisper.english_normalizer import (
-    BasicTextNormalizer,
-    EnglishTextNormalizer,
-)
-
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from tubetune.params import NormalizeParams
 
 # Languages written without spaces between words: WER is meaningless there, use CER.
 CHARACTER_LANGUAGES = frozenset({"zh", "ja", "ko", "th", "lo", "my", "km", "yue", "bo"})
 
-_english = EnglishTextNormalizer({})
-_basic = BasicTextNormalizer()
+
+@lru_cache(maxsize=2)
+def _whisper_normalizer(english: bool) -> Callable[[str], str]:
+    """Whisper's English or basic normaliser (imported on first use: transformers is slow to
+    import, and many stages never score text)."""
+    from transformers.models.whisper.english_normalizer import (
+        BasicTextNormalizer,
+        EnglishTextNormalizer,
+    )
+
+    return EnglishTextNormalizer({}) if english else BasicTextNormalizer()
 
 
 def base_language(language: str | None) -> str:
@@ -55,7 +61,7 @@ def clean_target(text: str) -> str:
 def normalize_for_metric(text: str, language: str | None) -> str:
     """Text as compared by WER/CER: Whisper's normaliser for the language."""
     lang = base_language(language)
-    normalized = _english(text) if lang == "en" else _basic(text)
+    normalized = _whisper_normalizer(lang == "en")(text)
     if uses_characters(lang):
         normalized = normalized.replace(" ", "")
     return re.sub(r"\s+", " ", normalized).strip()
