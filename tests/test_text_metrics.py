@@ -74,3 +74,36 @@ def test_text_in_span_keeps_cues_mostly_inside() -> None:
     assert text_in_span(cues, 0, 4000) == "Hello & welcome to the show."
     assert cut_fraction(cues, 0, 2000) == 0.0
     assert 0 < cut_fraction(cues, 0, 3000) < 1
+
+
+def test_saved_baseline_predictions_are_scored_and_stale_ones_refused(tmp_path) -> None:
+    import json
+
+    import pandas as pd
+
+    from tubetune.evaluation import evaluate_models, load_predictions, save_predictions
+
+    test = pd.DataFrame({"path": ["a.wav", "b.wav"], "text": ["the cat sat", "on the mat"],
+                         "source": "s", "item": "v", "start_ms": [0, 1000],
+                         "end_ms": [1000, 2000], "duration_s": 1.0, "language": "en",
+                         "reference": "subtitles"})
+    sets = {"test": test}
+    save_predictions(sets, ({"test": ["the cat sat", "on a mat"]}, {"test": 0.1}),
+                     tmp_path / "baseline")
+    baseline = load_predictions(sets, tmp_path / "baseline")
+    assert baseline == ({"test": ["the cat sat", "on a mat"]}, {"test": 0.1})
+    metrics = evaluate_models(
+        sets, {"baseline": baseline, "finetuned": ({"test": ["the cat sat", "on the mat"]},
+                                                   {"test": 0.2})},
+        predictions_path=tmp_path / "predictions.csv", metrics_path=tmp_path / "eval.json",
+        language="en",
+    )
+    assert metrics["baseline"]["wer"] == 16.67  # 1 of 6 words, rounded to 2 places
+    assert metrics["finetuned"]["wer"] == 0 and metrics["finetuned"]["rtf"] == 0.2
+    assert metrics["finetuned"]["relative_wer_change_pct"] == -100
+    assert json.loads((tmp_path / "eval.json").read_text()) == metrics
+    assert list(pd.read_csv(tmp_path / "predictions.csv").columns[-4:]) == [
+        "baseline", "baseline_error", "finetuned", "finetuned_error"]
+
+    with pytest.raises(ValueError, match="other test utterances"):
+        load_predictions({"test": test.iloc[:1]}, tmp_path / "baseline")

@@ -1,9 +1,11 @@
 """Score models on the test split (and a held-out set): WER, CER, edits, real-time factor.
 
 The baseline (the model before fine-tuning) and every fine-tuning round are scored with
-the same engine and settings on the same utterances, so differences mean something. A
-second held-out set of a different kind catches a model that got better on its own domain
-by forgetting everything else.
+the same engine and settings on the same utterances, so differences mean something. The
+baseline's predictions are made once, by their own stage, so experiments that only change
+training do not transcribe everything with the base model again. A second held-out set of a
+different kind catches a model that got better on its own domain by forgetting everything
+else.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from tubetune.audio import load_audio
 from tubetune.fsutil import atomic_path, atomic_write_text
 from tubetune.metrics import error_rates, utterance_error_rate
 from tubetune.params import EvaluateParams
+from tubetune.split import external_rows
 from tubetune.teacher import FasterWhisperTranscriber
 
 log = logging.getLogger(__name__)
@@ -55,21 +58,73 @@ def _ct2_dir(model: Path, workdir: Path) -> Path:
     return out
 
 
+def load_sets(test_csv: Path, heldout: str | None, language: str) -> dict[str, pd.DataFrame]:
+    """The scored sets: the ``test`` split first, then the ``heldout`` CSV when configured."""
+    sets = {"test": pd.read_csv(test_csv, dtype={"text": str, "language": str},
+                                keep_default_na=False)}
+    if heldout:
+        sets["heldout"] = pd.DataFrame(external_rows(Path(heldout), language))
+    return {name: frame for name, frame in sets.items() if not frame.empty}
+
+
+Predictions = tuple[dict[str, list[str]], dict[str, float]]  # set -> texts, set -> RTF
+
+
+def transcribe_sets(
+    sets: dict[str, pd.DataFrame], model_dir: Path, language: str, task: str,
+    params: EvaluateParams,
+) -> Predictions:
+    """One model's transcripts of every set, and the real-time factor of making them."""
+    texts, rtfs = {}, {}
+    with tempfile.TemporaryDirectory(prefix="tubetune-eval-") as tmp:
+        model = FasterWhisperTranscriber(_ct2_dir(model_dir, Path(tmp)), params.device,
+                                         params.compute_type)
+        for name, frame in sets.items():
+            texts[name], rtfs[name] = transcribe_manifest(frame, model, language, task,
+                                                          params.beam_size)
+    return texts, rtfs
+
+
+def save_predictions(sets: dict[str, pd.DataFrame], predictions: Predictions,
+                     out_dir: Path) -> None:
+    """``out_dir/predictions.csv`` (set, path, text) and ``out_dir/rtf.json``, atomically."""
+    texts, rtfs = predictions
+    frame = pd.concat([pd.DataFrame({"set": name, "path": f["path"], "text": texts[name]})
+                       for name, f in sets.items()])
+    with atomic_path(out_dir) as tmp:
+        tmp.mkdir(parents=True)
+        frame.to_csv(tmp / "predictions.csv", index=False, lineterminator="\n")
+        (tmp / "rtf.json").write_text(json.dumps({k: round(v, 4) for k, v in rtfs.items()},
+                                                 indent=2) + "\n")
+
+
+def load_predictions(sets: dict[str, pd.DataFrame], out_dir: Path) -> Predictions:
+    """What :func:`save_predictions` wrote, checked to cover exactly ``sets``' utterances."""
+    frame = pd.read_csv(out_dir / "predictions.csv", dtype=str, keep_default_na=False)
+    rtfs = json.loads((out_dir / "rtf.json").read_text())
+    texts = {}
+    for name, f in sets.items():
+        rows = frame[frame["set"] == name]
+        if rows["path"].tolist() != f["path"].tolist():
+            raise ValueError(f"{out_dir} holds predictions for other {name} utterances than "
+                             f"the current ones; rerun the stage that writes it")
+        texts[name] = rows["text"].tolist()
+    return texts, rtfs
+
+
 def evaluate_models(
     sets: dict[str, pd.DataFrame],
-    models: dict[str, Path],
+    predictions: dict[str, Predictions],
     predictions_path: Path,
     metrics_path: Path,
     language: str,
-    task: str,
-    params: EvaluateParams,
 ) -> dict[str, dict]:
-    """Score each named model on each named set; write per-utterance CSV and metrics JSON.
+    """Score each model's predictions (``baseline`` first) on each set; write the
+    per-utterance CSV and the metrics JSON.
 
-    ``sets`` maps a name (``test`` first) to a manifest frame; the first set's scores sit at
+    ``sets`` maps a name (``test`` first) to a manifest frame; the test set's scores sit at
     the top of each model's metrics, other sets under their name.
     """
-    sets = {name: frame for name, frame in sets.items() if not frame.empty}
     if "test" not in sets:
         raise ValueError("evaluate: the test split has no utterances")
     metrics: dict[str, dict] = {
@@ -77,33 +132,29 @@ def evaluate_models(
                         "reference": ",".join(sorted(set(f["reference"])))}
                  for name, f in sets.items()}
     }
-    predictions = {
+    rows = {
         name: frame.assign(set=name)[PREDICTION_COLUMNS].copy() for name, frame in sets.items()
     }
-    with tempfile.TemporaryDirectory(prefix="tubetune-eval-") as tmp:
-        for model_name, model_dir in models.items():
-            model = FasterWhisperTranscriber(
-                _ct2_dir(model_dir, Path(tmp)), params.device, params.compute_type
-            )
-            for set_name, frame in sets.items():
-                hyps, rtf = transcribe_manifest(frame, model, language, task, params.beam_size)
-                predictions[set_name][model_name] = hyps
-                predictions[set_name][f"{model_name}_error"] = [
-                    utterance_error_rate(r.text, h, r.language or language)
-                    for r, h in zip(frame.itertuples(index=False), hyps, strict=True)
-                ]
-                rates = {**error_rates(frame["text"].tolist(), hyps, language).as_dict(),
-                         "rtf": round(rtf, 3)}
-                scores = metrics.setdefault(model_name, {})
-                if set_name == "test":
-                    scores.update(rates)
-                else:
-                    scores[set_name] = rates
-                log.info("evaluate %s on %s: WER %.2f CER %.2f RTF %.3f", model_name, set_name,
-                         rates["wer"], rates["cer"], rtf)
-    _relative_changes(metrics, [m for m in models if m != "baseline"])
+    for model_name, (texts, rtfs) in predictions.items():
+        for set_name, frame in sets.items():
+            hyps = texts[set_name]
+            rows[set_name][model_name] = hyps
+            rows[set_name][f"{model_name}_error"] = [
+                utterance_error_rate(r.text, h, r.language or language)
+                for r, h in zip(frame.itertuples(index=False), hyps, strict=True)
+            ]
+            rates = {**error_rates(frame["text"].tolist(), hyps, language).as_dict(),
+                     "rtf": round(rtfs[set_name], 3)}
+            scores = metrics.setdefault(model_name, {})
+            if set_name == "test":
+                scores.update(rates)
+            else:
+                scores[set_name] = rates
+            log.info("evaluate %s on %s: WER %.2f CER %.2f RTF %.3f", model_name, set_name,
+                     rates["wer"], rates["cer"], rtfs[set_name])
+    _relative_changes(metrics, [m for m in predictions if m != "baseline"])
     with atomic_path(predictions_path) as tmp_csv:
-        pd.concat(predictions.values()).to_csv(tmp_csv, index=False, lineterminator="\n")
+        pd.concat(rows.values()).to_csv(tmp_csv, index=False, lineterminator="\n")
     atomic_write_text(metrics_path, json.dumps(metrics, indent=2) + "\n")
     return metrics
 
