@@ -171,7 +171,10 @@ class FasterWhisperTranscriber:
         compute_type: str = "auto",
         cpu_threads: int = 0,
         device_index: int = 0,
+        replicas: int = 1,
     ) -> None:
+        """``replicas`` > 1: that many CTranslate2 workers share the weights, so as many
+        Python threads can decode at once (:mod:`tubetune.sharding` on CPU)."""
         import ctranslate2
         from faster_whisper import WhisperModel
 
@@ -179,8 +182,9 @@ class FasterWhisperTranscriber:
         self.compute_type = pick_compute_type(compute_type, self.device)
         log.info("loading %s on %s:%d (%s)", model_dir, self.device, device_index,
                  self.compute_type)
-        # Read when the model's worker thread first samples: a new model starts a fresh,
-        # seeded random stream (one thread per model: faster-whisper's num_workers is 1).
+        # Read when a model's worker thread first samples: a new model starts a fresh,
+        # seeded random stream. Sampled retries only ever run on a one-replica model, whose
+        # single worker thread then draws in chunk order.
         ctranslate2.set_random_seed(SAMPLING_SEED)
         self.model = WhisperModel(
             str(model_dir),
@@ -188,6 +192,7 @@ class FasterWhisperTranscriber:
             device_index=device_index,
             compute_type=self.compute_type,
             cpu_threads=cpu_threads,
+            num_workers=replicas,
         )
 
     def transcribe(
@@ -387,7 +392,9 @@ class TransformersTranscriber:
                     (gen[:, : prompt_ids.shape[1]] == prompt_ids).all())
                 if not starts:  # generate left the prompt out
                     gen = torch.cat([prompt_ids, gen], dim=1)
-                scored = self._score(sub, gen)
+                # A runaway decode can come back longer than the decoder has positions
+                # (it never reached end-of-text): score what fits; the filters reject it.
+                scored = self._score(sub, gen[:, : self.model.config.max_target_positions])
                 still = []
                 for k, i in enumerate(todo):
                     t = Transcript(
@@ -457,14 +464,16 @@ class TransformersTranscriber:
 
 def load_teacher(
     engine: str, ct2_dir: Path, hf_dir: Path, device: str = "auto",
-    compute_type: str = "auto", cpu_threads: int = 0, device_index: int = 0,
+    compute_type: str = "auto", cpu_threads: int = 0, device_index: int = 0, replicas: int = 1,
 ) -> Teacher:
     """The teacher for ``engine``: faster-whisper reads ``ct2_dir``, transformers ``hf_dir``.
 
-    ``device_index`` picks the GPU when ``device`` is (or resolves to) ``cuda``.
+    ``device_index`` picks the GPU when ``device`` is (or resolves to) ``cuda``;
+    ``replicas`` (faster-whisper only) lets that many threads decode at once.
     """
     if engine == "faster-whisper":
-        return FasterWhisperTranscriber(ct2_dir, device, compute_type, cpu_threads, device_index)
+        return FasterWhisperTranscriber(ct2_dir, device, compute_type, cpu_threads, device_index,
+                                        replicas)
     if engine == "transformers":
         return TransformersTranscriber(hf_dir, device, device_index, cpu_threads)
     raise ValueError(f"engine must be one of {', '.join(ENGINES)}, got {engine!r}")
