@@ -1,4 +1,4 @@
-"""Benchmark of pseudo-labelling throughput: one teacher process vs ``--workers`` processes.
+"""Benchmark of pseudo-labelling throughput: one teacher vs ``--workers`` local workers.
 
 The bundled samples are resampled and cut into VAD chunks with the project's own functions
 (``resample_to_wav``, ``vad_spans``, ``write_chunks``), taking whole files until at least
@@ -6,11 +6,12 @@ The bundled samples are resampled and cut into VAD chunks with the project's own
 labels them with the project's label params (``labels.source: pseudo``: every chunk goes
 through the teacher), once with ``scale.label_workers: 1`` and once with ``--workers``,
 ``--repeats`` times interleaved; the best wall time of each is compared. Model loading is
-included (each worker loads its own teacher: that is the cost of sharding). The outputs of
-every run must be byte-identical, and the script checks it.
+included (worker processes each load their own teacher: that is the cost of sharding). The
+outputs of every run must be byte-identical, and the script checks it.
 
-On CPU, one process already uses every core through CTranslate2's threads; workers split the
-cores (``cores // workers`` threads each), so the gain is what processes add over threads.
+On CPU, one teacher already uses every core through CTranslate2's threads; workers (replicas
+of one model, decoding from as many threads) split the cores (``cores // workers`` threads
+each), so the gain is what decoding several chunks at once adds over threads inside one.
 
     python benchmarks/label_workers.py [--minutes 2.5] [--workers 2] [--repeats 1]
 """
@@ -76,7 +77,7 @@ def teacher_dir(work: Path) -> Path:
 
 
 def run(segments: Path, out: Path, model: Path, workers: int) -> float:
-    """Wall seconds of one label_source run with ``workers`` local teacher processes."""
+    """Wall seconds of one label_source run with ``workers`` local workers."""
     params = replace(load_params(ROOT / "params.yaml").labels, source="pseudo")
     start = time.perf_counter()
     label_source(segments, segments.parent / "no-raw", out, "bench", model, "en", "transcribe",

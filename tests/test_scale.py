@@ -204,8 +204,10 @@ def test_auto_workers_one_per_core_as_work_and_memory_allow(
     memory = {"available": 64 * gib}
     monkeypatch.setattr(psutil, "virtual_memory", lambda: type("M", (), memory)())
     assert sharding.auto_workers(spec, 1000) == 4  # one per core
-    assert sharding.auto_workers(spec, 20) == 2  # at least 8 chunks each
-    assert sharding.auto_workers(spec, 3) == 1
+    assert sharding.auto_workers(spec, 3) == 3  # replicas in one process cost no start-up
+    processes = TeacherSpec("transformers", tmp_path / "ct2", tmp_path / "ct2", device="cpu")
+    assert sharding.auto_workers(processes, 20) == 2  # worker processes: 8+ chunks each
+    assert sharding.auto_workers(processes, 3) == 1
     memory["available"] = gib + 1  # room for one worker (600 MiB each besides the model)
     assert sharding.auto_workers(spec, 1000) == 1
     memory["available"] = 0
@@ -254,6 +256,16 @@ def test_two_local_workers_write_the_same_bytes(
         labels = pd.read_csv(corpus["root"] / model / "single" / "labels.csv")
         rejects = pd.read_csv(corpus["root"] / model / "single" / "rejects.csv")
         assert len(labels) and len(rejects), f"{model}: both CSVs should have rows to compare"
+
+
+@pytest.mark.slow
+def test_two_worker_processes_write_the_same_bytes(
+    corpus: dict, single: dict, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # On CPU the local runner decodes with replicas in one process (the test above); worker
+    # processes are what it starts on GPUs and for the transformers engine.
+    monkeypatch.setattr(sharding, "_use_replicas", lambda spec, gpus: False)
+    assert _label(corpus, "tiny", "processes2", ScaleParams(label_workers=2)) == single["tiny"]
 
 
 @pytest.fixture(scope="module")

@@ -184,7 +184,7 @@ class EvaluateParams:
 
 @dataclass(frozen=True)
 class ScaleParams:
-    """How pseudo-labelling is spread over processes, GPUs or a Ray cluster.
+    """How pseudo-labelling is spread over threads, processes, GPUs or a Ray cluster.
 
     No stage declares this section as a DVC param: sharding never changes a label, so
     changing it must not rerun anything (tubetune/sharding.py says why that holds).

@@ -1,14 +1,16 @@
 """Run the teacher over many batches: in this process, in worker processes, or on Ray.
 
 ``scale.label_runner`` picks the runner, ``scale.label_workers`` how many teachers decode at
-once: ``local`` starts that many processes on this machine (one teacher each; on CUDA worker
-``i`` takes GPU ``i % GPUs``) and gives each a contiguous shard of the batches; ``ray`` runs
-the same code as a pool of Ray Data actors (one GPU each when the cluster has GPUs).
-``auto`` (:func:`auto_workers`) is one worker per GPU, or on CPU one single-threaded worker
-per core: decoding one chunk is memory-bound and gains little from a second thread (on 2
-cores, two 1-thread teachers decode ~1.2x the chunks per second of one 2-thread teacher;
-after their few seconds of start-up that was 1.3x end to end at beam 5 and nothing greedy on
-benchmarks/label.py's 22 chunks; more cores gain more).
+once. ``local`` on CPU with faster-whisper loads the model once, with that many CTranslate2
+replicas sharing its weights, and decodes from as many threads (CTranslate2 releases the GIL);
+otherwise it starts that many processes (one teacher each; on CUDA worker ``i`` takes GPU
+``i % GPUs``), each with a contiguous shard of the batches. ``ray`` runs the same code as a
+pool of Ray Data actors (one GPU each when the cluster has GPUs). ``auto``
+(:func:`auto_workers`) is one worker per GPU, or on CPU one single-threaded worker per core:
+decoding one chunk is memory-bound and gains little from a second thread. On 2 cores and
+benchmarks/label.py's 22 chunks (greedy): one 2-thread teacher 52.8 s, two 1-thread teacher
+processes 46.1 s (with ~3 s of start-up: spawn, imports, model load), two 1-thread replicas in
+one process 43.4 s (nothing to start, one copy of the weights in the caches).
 
 Whatever the runner and worker count, the result is the same, byte for byte:
 
@@ -37,7 +39,7 @@ import os
 import queue
 import time
 from collections.abc import Callable, Sequence
-from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor, as_completed
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -72,11 +74,13 @@ class TeacherSpec:
     compute_type: str = "auto"
     cpu_threads: int = 0
 
-    def load(self, device_index: int = 0, cpu_threads: int | None = None) -> Teacher:
+    def load(
+        self, device_index: int = 0, cpu_threads: int | None = None, replicas: int = 1
+    ) -> Teacher:
         """A fresh teacher (a new model, hence a freshly seeded random stream)."""
         threads = self.cpu_threads if cpu_threads is None else cpu_threads
         return load_teacher(self.engine, self.ct2_dir, self.hf_dir, self.device,
-                            self.compute_type, threads, device_index)
+                            self.compute_type, threads, device_index, replicas)
 
 
 def shard_bounds(n: int, workers: int) -> list[tuple[int, int]]:
@@ -97,8 +101,9 @@ def shard_bounds(n: int, workers: int) -> list[tuple[int, int]]:
 
 
 MIN_CHUNKS_PER_WORKER = 8
-"""``auto`` starts no more workers than this many chunks each can keep busy: each pays a few
-seconds of start-up (a process, the imports and a model load)."""
+"""``auto`` starts no more worker processes than this many chunks each can keep busy: each
+pays a few seconds of start-up (a process, the imports and a model load). Replicas in one
+process (CPU, faster-whisper) cost nothing to start."""
 _WORKER_OVERHEAD_BYTES = 600 * 2**20
 """Memory of one worker besides its model (python, CTranslate2/torch, audio, activations)."""
 
@@ -107,13 +112,14 @@ def auto_workers(spec: TeacherSpec, chunks: int) -> int:
     """Workers for ``scale.label_workers: auto`` on this machine (local runner).
 
     One per GPU; on CPU one per core, as many as the available memory holds (model files
-    twice, plus :data:`_WORKER_OVERHEAD_BYTES`); never more than ``chunks`` /
-    :data:`MIN_CHUNKS_PER_WORKER`, nor more than one when the teacher is pinned to
-    ``labels.cpu_threads`` > 1.
+    twice, plus :data:`_WORKER_OVERHEAD_BYTES`); never more than one when the teacher is
+    pinned to ``labels.cpu_threads`` > 1, nor more than there are chunks, nor (for worker
+    processes) more than ``chunks`` / :data:`MIN_CHUNKS_PER_WORKER`.
     """
     import psutil
 
     gpus = _gpu_count(spec)
+    min_chunks = 1 if _use_replicas(spec, gpus) else MIN_CHUNKS_PER_WORKER
     if gpus:
         slots = gpus
     elif spec.cpu_threads > 1:
@@ -123,7 +129,12 @@ def auto_workers(spec: TeacherSpec, chunks: int) -> int:
         size = sum(f.stat().st_size for f in Path(model_dir).rglob("*") if f.is_file())
         per_worker = 2 * size + _WORKER_OVERHEAD_BYTES
         slots = min(os.cpu_count() or 1, psutil.virtual_memory().available // per_worker)
-    return max(1, min(slots, chunks // MIN_CHUNKS_PER_WORKER))
+    return max(1, min(slots, chunks // min_chunks))
+
+
+def _use_replicas(spec: TeacherSpec, gpus: int) -> bool:
+    """Whether the local runner decodes with replicas in this process (CPU, faster-whisper)."""
+    return spec.engine == "faster-whisper" and not gpus
 
 
 def transcribe_batches(
@@ -261,12 +272,36 @@ def _gpu_count(spec: TeacherSpec) -> int:
     return torch.cuda.device_count()
 
 
+def _run_replicas(
+    spec: TeacherSpec, batches: list[list[Path]], options: DecodeOptions, workers: int,
+    report: Progress,
+) -> list[Outcome]:
+    """First passes on ``workers`` threads sharing one model's replicas, then the retries
+    in one fresh teacher. The threads take batches as they come free."""
+    threads = spec.cpu_threads or max(1, (os.cpu_count() or 1) // workers)
+    teacher = spec.load(cpu_threads=threads, replicas=workers)
+    with ThreadPoolExecutor(workers) as pool:
+        futures = {pool.submit(_first, teacher, paths, options): len(paths) for paths in batches}
+        for future in as_completed(futures):
+            report(futures[future])
+        firsts = [future.result() for future in futures]
+    del teacher
+
+    def replay(todo: list[list[Path]], todo_firsts: list[First]) -> list[Outcome]:
+        return _replay(spec, todo, todo_firsts, options)
+
+    return _merge(batches, firsts, replay)
+
+
 def _run_local(
     spec: TeacherSpec, batches: list[list[Path]], options: DecodeOptions, workers: int,
     report: Progress,
 ) -> list[Outcome]:
-    """Shards over ``workers`` spawned processes, then the retries in one fresh teacher."""
+    """Replicas in this process (CPU, faster-whisper), else shards over ``workers`` spawned
+    processes; then the retries in one fresh teacher."""
     gpus = _gpu_count(spec)
+    if _use_replicas(spec, gpus):
+        return _run_replicas(spec, batches, options, workers, report)
     if gpus and workers > gpus:
         log.warning("%d label workers share %d GPU(s)", workers, gpus)
     # CPU: split the cores unless labels.cpu_threads says otherwise (results do not depend
