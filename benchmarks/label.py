@@ -15,16 +15,16 @@ Configurations, so that the table separates the levers:
 - ``ours``: the project's defaults through its own labelling code
   (``tubetune.sharding.transcribe_batches``): VAD chunks (min 1 s, max 30 s, pad 200 ms,
   fewest chunks), faster-whisper int8, ``labels.beam_size: auto`` (greedy on CPU),
-  temperature fallback, no previous-text conditioning, ``scale.label_workers: auto`` (one
-  single-threaded teacher process per core). Worker start-up (spawn, imports, model load) is
-  inside its time.
-- ``ours, one process``: the same with ``label_workers: 1`` (the worker lever alone).
+  temperature fallback, no previous-text conditioning, ``scale.label_workers: auto`` (on CPU
+  one single-threaded replica of the model per core, decoding from as many threads). Model
+  loading is inside its time.
+- ``ours, one worker``: the same with ``label_workers: 1`` (the worker lever alone).
 - ``ours, beam 5``: ``labels.beam_size: 5``, the quality setting (GPU default).
 
 Each configuration's wall time is its segmentation (spans + chunk WAVs written, measured once
 per chunking method) plus its labelling (each chunk WAV read back and transcribed). Model
 loading, with one warm-up decode, is timed apart and excluded for the seed and lever rows;
-the three ``ours`` rows load their teachers (and start their workers) inside the timing.
+the three ``ours`` rows load their teachers inside the timing.
 Throughput is seconds of source
 audio per wall second. With ``--subset N`` the transformers configurations transcribe only
 their first N chunks; their labelling time is extrapolated by audio duration (source length
@@ -72,12 +72,12 @@ VAD = {"min_s": 1.0, "max_s": 30.0, "pad_ms": 200}  # params.yaml segment (metho
 FIXED = {"length_s": 10.0, "overlap_s": 2.0, "min_s": 1.0}  # the seed's windows
 TARGET_RATIO = 4.0
 OURS = "ours: project defaults"
-ONE_PROCESS = "ours, one process"
+ONE_WORKER = "ours, one worker"
 BEAM5 = "ours, beam 5"
 SEED = "seed: fixed + transformers"
 CHUNKING_ONLY = "vad + transformers"
 ENGINE_ONLY = "fixed + faster-whisper"
-ROW_ORDER = (SEED, ENGINE_ONLY, CHUNKING_ONLY, OURS, ONE_PROCESS, BEAM5)
+ROW_ORDER = (SEED, ENGINE_ONLY, CHUNKING_ONLY, OURS, ONE_WORKER, BEAM5)
 log = logging.getLogger("benchmarks.label")
 
 Transcribe = Callable[[np.ndarray], str]
@@ -325,9 +325,9 @@ def report(rows: list[Row], loads: dict[str, float], source: Source, workers: in
         f"engine alone (faster-whisper vs transformers) {engine:.2f}x on fixed windows, "
         f"{engine_vad:.2f}x on vad chunks"
     )
-    one, beam5 = by_name[ONE_PROCESS], by_name[BEAM5]
+    one, beam5 = by_name[ONE_WORKER], by_name[BEAM5]
     print(
-        f"scale.label_workers auto ({workers} on this machine) vs one process: "
+        f"scale.label_workers auto ({workers} on this machine) vs one worker: "
         f"{ours.throughput / one.throughput:.2f}x; labels.beam_size 5 instead of auto (greedy "
         f"on CPU): {beam5.throughput / seed.throughput:.2f}x the seed, WER "
         f"{beam5.rates.wer:.2f} (defaults: {ours.rates.wer:.2f})"
@@ -376,7 +376,7 @@ def main() -> int:
         vad = chunks["vad"]
         workers = ScaleParams().label_workers
         rows.append(project_labelling(OURS, model_dir, vad, source, DEFAULTS.beam_size, workers))
-        rows.append(project_labelling(ONE_PROCESS, model_dir, vad, source, DEFAULTS.beam_size, 1))
+        rows.append(project_labelling(ONE_WORKER, model_dir, vad, source, DEFAULTS.beam_size, 1))
         rows.append(project_labelling(BEAM5, model_dir, vad, source, 5, workers))
         for engine_name, configs in (
             ("faster-whisper", ((ENGINE_ONLY, "fixed"),)),

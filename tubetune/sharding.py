@@ -10,7 +10,7 @@ pool of Ray Data actors (one GPU each when the cluster has GPUs). ``auto``
 decoding one chunk is memory-bound and gains little from a second thread. On 2 cores and
 benchmarks/label.py's 22 chunks (greedy): one 2-thread teacher 52.8 s, two 1-thread teacher
 processes 46.1 s (with ~3 s of start-up: spawn, imports, model load), two 1-thread replicas in
-one process 43.4 s (nothing to start, one copy of the weights in the caches).
+one process 40.7 s (nothing to start, one copy of the weights in the caches).
 
 Whatever the runner and worker count, the result is the same, byte for byte:
 
