@@ -268,6 +268,25 @@ def test_two_worker_processes_write_the_same_bytes(
     assert _label(corpus, "tiny", "processes2", ScaleParams(label_workers=2)) == single["tiny"]
 
 
+def test_transformers_teacher_is_reseeded_per_batch(tmp_path: Path) -> None:
+    # The transformers engine keeps the teacher interface: every field a filter reads, and
+    # sampled fallbacks that draw the same numbers whatever was decoded before.
+    from helpers.tiny_whisper import make_tiny_whisper
+    from tubetune.teacher import DecodeOptions, TransformersTranscriber
+
+    teacher = TransformersTranscriber(make_tiny_whisper(tmp_path, positions=48), "cpu")
+    rng = np.random.default_rng(0)
+    a, b = (rng.normal(0, 0.1, 2 * SR).astype(np.float32) for _ in range(2))
+    options = DecodeOptions("en", "transcribe", beam_size=2, temperatures=(0.0, 1.0))
+    first = teacher.transcribe_batch([a], options)
+    teacher.transcribe_batch([b], options)
+    assert teacher.transcribe_batch([a], options) == first
+    (t,) = first
+    assert t.language == "en" and t.language_probability == 1.0
+    assert 0 < t.num_tokens <= 48 and t.avg_logprob < 0 and 0 <= t.no_speech_prob <= 1
+    assert t.compression_ratio > 0
+
+
 @pytest.fixture(scope="module")
 def ray_cluster():
     if importlib.util.find_spec("ray") is None:
