@@ -14,7 +14,7 @@ def main(argv: list[str]) -> None:
     params = load_params()
     sets = load_sets(Path("data/split/test.csv"), params.evaluate.heldout, params.language)
     predictions = transcribe_sets(sets, Path("models/base/ct2"), params.language, params.task,
-                          params.evaluate)
+                                  params.evaluate)
     save_predictions(sets, predictions, Path("data/eval/baseline"))
 
 

@@ -107,3 +107,9 @@ def test_saved_baseline_predictions_are_scored_and_stale_ones_refused(tmp_path) 
 
     with pytest.raises(ValueError, match="other test utterances"):
         load_predictions({"test": test.iloc[:1]}, tmp_path / "baseline")
+
+    from tubetune.evaluation import load_sets
+
+    test.iloc[:0].to_csv(tmp_path / "test.csv", index=False)
+    with pytest.raises(ValueError, match="the test split has no utterances"):
+        load_sets(tmp_path / "test.csv", None, "en")  # both evaluate stages stop here

@@ -59,9 +59,12 @@ def _ct2_dir(model: Path, workdir: Path) -> Path:
 
 
 def load_sets(test_csv: Path, heldout: str | None, language: str) -> dict[str, pd.DataFrame]:
-    """The scored sets: the ``test`` split first, then the ``heldout`` CSV when configured."""
+    """The scored sets: the ``test`` split first, then the ``heldout`` CSV when configured
+    (and not empty). An empty test split is an error: there would be nothing to compare."""
     sets = {"test": pd.read_csv(test_csv, dtype={"text": str, "language": str},
                                 keep_default_na=False)}
+    if sets["test"].empty:
+        raise ValueError("evaluate: the test split has no utterances")
     if heldout:
         sets["heldout"] = pd.DataFrame(external_rows(Path(heldout), language))
     return {name: frame for name, frame in sets.items() if not frame.empty}
@@ -122,11 +125,9 @@ def evaluate_models(
     """Score each model's predictions (``baseline`` first) on each set; write the
     per-utterance CSV and the metrics JSON.
 
-    ``sets`` maps a name (``test`` first) to a manifest frame; the test set's scores sit at
-    the top of each model's metrics, other sets under their name.
+    ``sets`` (from :func:`load_sets`) maps a name (``test`` first) to a manifest frame; the
+    test set's scores sit at the top of each model's metrics, other sets under their name.
     """
-    if "test" not in sets:
-        raise ValueError("evaluate: the test split has no utterances")
     metrics: dict[str, dict] = {
         "sets": {name: {"utterances": len(f), "hours": round(f["duration_s"].sum() / 3600, 4),
                         "reference": ",".join(sorted(set(f["reference"])))}
