@@ -20,11 +20,11 @@ from helpers.project import copy_project, edit_params, run
 
 pytestmark = pytest.mark.slow
 
-# Real models and data; only three of the five sample videos, fewer train steps and greedy
-# decoding, to keep CI short.
+# Real models and data; only three of the five sample videos, fewer train steps, validation
+# by loss and greedy decoding, to keep CI short.
 FAST = {"train.max_steps": 3, "train.per_device_batch_size": 2, "train.warmup_steps": 1,
-        "train.freeze_encoder": True,
-        "train.logging_steps": 1, "labels.beam_size": 1, "evaluate.beam_size": 1,
+        "train.freeze_encoder": True, "train.logging_steps": 1,
+        "train.predict_with_generate": False, "labels.beam_size": 1, "evaluate.beam_size": 1,
         "sources.bicycle-repair": None, "sources.gardening-talk": None}
 DATA_STAGES = ("download", "convert", "resample", "segment", "pseudo-label")
 

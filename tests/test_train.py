@@ -117,7 +117,7 @@ def test_killed_training_resumes_from_last_checkpoint(
                               TrainParams(**settings))
     assert any("resuming from" in r.message and "checkpoint-4" in r.message
                for r in caplog.records)
-    assert summary["steps"] == 6
+    assert summary["steps"] == 6 and "final_eval_wer" in summary
     assert (workdir / "out" / "model.safetensors").is_file()
     assert json.loads((workdir / "train.json").read_text())["steps"] == 6
     assert not (workdir / "ckpt").exists()  # cleaned after success
@@ -127,6 +127,7 @@ def test_killed_training_resumes_from_last_checkpoint(
     caplog.clear()
     settings["learning_rate"] = 2e-3
     settings["max_steps"] = 2
+    settings["predict_with_generate"] = False
     with caplog.at_level(logging.INFO, logger="tubetune.train"):
         summary = train_stage(workdir / "train.csv", workdir / "validation.csv",
                               workdir / "model", workdir / "out", workdir / "ckpt",
@@ -134,3 +135,4 @@ def test_killed_training_resumes_from_last_checkpoint(
                               TrainParams(**settings))
     assert summary["steps"] == 2
     assert not any("resuming from" in r.message for r in caplog.records)
+    assert "final_eval_loss" in summary and "final_eval_wer" not in summary  # no decoding

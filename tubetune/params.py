@@ -146,6 +146,7 @@ class TrainParams:
     save_steps: int = 10
     early_stopping_patience: int = 0
     logging_steps: int = 5
+    predict_with_generate: bool = True  # False: validation loss only (no decoding; fast)
     generation_max_length: int = 225
     dataloader_num_workers: int = 0
     num_gpus: int = 0  # > 1: one process per GPU under torchrun (DDP); 0 or 1: one process

@@ -177,6 +177,12 @@ class FineTuner:
             language=whisper_language(language), task=self.task, predict_timestamps=False
         )
 
+    @property
+    def eval_metric(self) -> str:
+        """What validation reports and ranks checkpoints by: WER/CER of decoded text, or the
+        loss when ``predict_with_generate`` is off."""
+        return self.metric if self.params.predict_with_generate else "loss"
+
     def compute_metrics(self, pred: Any) -> dict[str, float]:
         """WER and CER of generated text against the labels."""
         tokenizer = self.processor.tokenizer
@@ -219,9 +225,9 @@ class FineTuner:
             save_steps=p.save_steps or p.max_steps,
             save_total_limit=2,
             logging_steps=p.logging_steps,
-            predict_with_generate=True,
+            predict_with_generate=p.predict_with_generate,
             generation_max_length=p.generation_max_length,
-            metric_for_best_model=self.metric if keep_best else None,
+            metric_for_best_model=self.eval_metric if keep_best else None,
             greater_is_better=False,
             load_best_model_at_end=keep_best,
             remove_unused_columns=False,
@@ -250,7 +256,8 @@ class FineTuner:
             eval_dataset=eval_ds,
             data_collator=collator,
             processing_class=self.processor,
-            compute_metrics=self.compute_metrics if eval_ds is not None else None,
+            compute_metrics=(self.compute_metrics
+                             if eval_ds is not None and p.predict_with_generate else None),
             callbacks=callbacks,
         )
 
@@ -281,11 +288,12 @@ class FineTuner:
             "train_runtime_s": round(float(result.metrics["train_runtime"]), 1),
             "effective_batch_size": self.effective_batch(world),
         }
-        evals = [e for e in trainer.state.log_history if f"eval_{self.metric}" in e]
+        key = self.eval_metric
+        evals = [e for e in trainer.state.log_history if f"eval_{key}" in e]
         if evals:
-            summary[f"final_eval_{self.metric}"] = round(float(evals[-1][f"eval_{self.metric}"]), 2)
+            summary[f"final_eval_{key}"] = round(float(evals[-1][f"eval_{key}"]), 2)
         if trainer.state.best_metric is not None:
-            summary[f"best_eval_{self.metric}"] = round(float(trainer.state.best_metric), 2)
+            summary[f"best_eval_{key}"] = round(float(trainer.state.best_metric), 2)
         return summary
 
     def effective_batch(self, world_size: int = 1) -> int:
