@@ -224,9 +224,13 @@ def test_rms_dbfs_levels(tmp_path: Path):
         path = tmp_path / name
         sf.write(path, signal, 16000, subtype="FLOAT")
         assert audio.rms_dbfs(path, block_s=0.7) == pytest.approx(expected, abs=0.01)
+        # The resample stage takes the level from the VAD scores' per-window RMS instead.
+        level = vad.level_dbfs(vad.score_file(path), len(signal))
+        assert level == pytest.approx(audio.rms_dbfs(path), abs=1e-4)
     silent = tmp_path / "silent.wav"
     sf.write(silent, np.zeros(16000), 16000, subtype="PCM_16")
     assert audio.rms_dbfs(silent) == float("-inf")
+    assert vad.level_dbfs(vad.score_file(silent), 16000) == float("-inf")
 
 
 def make_raw_source(media: dict[str, Path], raw_dir: Path, items: dict[str, str]) -> None:

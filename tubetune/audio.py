@@ -38,7 +38,7 @@ from tqdm import tqdm
 from tubetune.fsutil import atomic_path, atomic_write_text
 from tubetune.items import ItemReport, StageError
 from tubetune.vad import SAMPLE_RATE as VAD_SAMPLE_RATE
-from tubetune.vad import save_scores, score_file, scores_path
+from tubetune.vad import level_dbfs, save_scores, score_file, scores_path
 
 log = logging.getLogger(__name__)
 
@@ -419,8 +419,11 @@ def resample_source(
                 report.fail(item, str(exc))
                 continue
             if score_speech and sample_rate == VAD_SAMPLE_RATE:
-                save_scores(scores_path(tmp_dir / name), score_file(tmp_dir / name))
-            level = round(rms_dbfs(tmp_dir / name), 2)
+                scores = score_file(tmp_dir / name)
+                save_scores(scores_path(tmp_dir / name), scores)
+                level = round(level_dbfs(scores, sf.info(str(tmp_dir / name)).frames), 2)
+            else:
+                level = round(rms_dbfs(tmp_dir / name), 2)
             near_silent = level < NEAR_SILENT_DBFS
             if near_silent:
                 log.warning(

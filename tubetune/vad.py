@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import functools
 import importlib.util
+import math
 import os
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -151,6 +152,16 @@ def score_file(wav_path: Path, block_windows: int = BLOCK_WINDOWS,
         return np.concatenate([score_piece(start) for start in starts])
     with ThreadPoolExecutor(workers) as pool:
         return np.concatenate(list(pool.map(score_piece, starts)))
+
+
+def level_dbfs(scores: np.ndarray, frames: int) -> float:
+    """RMS level in dBFS of the ``frames`` samples whose scores these are, from the
+    per-window RMS (the last window's zero padding adds nothing), so the resample stage
+    need not read the file again. Digital silence is -inf, as for ``audio.rms_dbfs``."""
+    energy = float(np.sum(np.square(scores[:, 1], dtype=np.float64))) * WINDOW
+    if energy == 0.0 or frames == 0:
+        return float("-inf")
+    return 10.0 * math.log10(energy / frames)
 
 
 def scores_path(wav_path: Path) -> Path:
