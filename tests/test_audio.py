@@ -300,7 +300,7 @@ def test_stages_keep_good_items_and_record_failures(media: dict[str, Path], tmp_
     assert not table.drop(index="quiet")["near_silent"].any()
     assert table.loc["talk-mp4", "path"] == "talk-mp4.wav"
     assert (resampled / "talk-mp4.wav").is_file()
-    # VAD scores streamed from ffmpeg while it decoded equal scores of the written file.
+    # The VAD scores the stage stored equal scores computed afresh from the written WAV.
     assert sorted(p.name for p in resampled.glob("*.vad.npy")) == sorted(
         f"{item}.vad.npy" for item in GOOD)
     for item in GOOD:

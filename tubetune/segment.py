@@ -10,7 +10,7 @@ Two methods:
   gets up to ``pad_ms`` of the neighbouring silence without overlapping its neighbours.
 
 VAD reads per-window speech scores (tubetune.vad) that the resample stage stored next to each
-WAV, computed while ffmpeg decoded; without them (the transcribe CLI, a WAV from elsewhere)
+WAV right after writing it; without them (the transcribe CLI, a WAV from elsewhere)
 they are computed here, streaming. Chunks are written one at a time, so memory stays flat
 however long the file is.
 
