@@ -4,17 +4,21 @@ VENV := .venv/bin
 export PATH := $(CURDIR)/$(VENV):$(PATH)
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: setup pipeline test lint
+.PHONY: setup setup-dev pipeline test
 
+# What the pipeline needs; setup-dev adds tests, lint, Ray and headless Chromium.
 setup:
 	@bash scripts/setup.sh
+
+setup-dev:
+	@bash scripts/setup.sh dev
 
 # Set up, then run the whole pipeline on the bundled sample with the bundled model.
 pipeline: setup
 	dvc repro
 	dvc metrics show
 
-# Set up, then lint and run every test (slow end-to-end tests included).
-test: setup
+# Set up (with the test tools), then lint and run every test (slow end-to-end tests included).
+test: setup-dev
 	ruff check .
 	python -m pytest

@@ -1,21 +1,30 @@
 #!/usr/bin/env bash
-# Create .venv and install pinned requirements + the tubetune package (editable).
-# Idempotent: a stamp holding the requirements' hash skips the install when nothing changed.
+# Create .venv and install the pinned requirements + the tubetune package (editable).
+#   scripts/setup.sh        what the pipeline needs (make pipeline)
+#   scripts/setup.sh dev    + tests, lint, Ray and headless Chromium (make test)
+# Idempotent: a stamp per mode holding the requirements' hash skips the install when
+# nothing changed.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+mode="${1:-run}"
+case "$mode" in
+  run) files=(requirements.txt) ;;
+  dev) files=(requirements.txt requirements-dev.txt requirements-scale.txt) ;;
+  *) echo "usage: scripts/setup.sh [dev]" >&2; exit 2 ;;
+esac
 PYTHON="${PYTHON:-python3}"
 if [ ! -x .venv/bin/python ]; then
   "$PYTHON" -m venv .venv
 fi
-stamp=".venv/.tubetune-setup"
-want="$(cat requirements.txt requirements-scale.txt pyproject.toml | sha256sum | cut -d' ' -f1)"
+stamp=".venv/.tubetune-setup-$mode"
+want="$(cat "${files[@]}" pyproject.toml | sha256sum | cut -d' ' -f1)"
 if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
   .venv/bin/python -m pip install --quiet --upgrade pip
-  .venv/bin/python -m pip install --quiet -r requirements.txt
-  .venv/bin/python -m pip install --quiet -r requirements-scale.txt  # Ray: label_runner ray
+  .venv/bin/python -m pip install --quiet "${files[@]/#/-r}"
   .venv/bin/python -m pip install --quiet --no-deps -e .
   echo "$want" > "$stamp"
 fi
+[ "$mode" = dev ] || exit 0
 # Headless Chromium for the web page's browser test (Debian's package; Playwright drives it).
 if [ ! -x /usr/bin/chromium ] && command -v apt-get >/dev/null 2>&1; then
   if [ "$(id -u)" = 0 ]; then
