@@ -17,7 +17,7 @@ def main(argv: list[str]) -> None:
         {**dataclasses.asdict(params.download), **source.options},
         f"sources.{name}.options",
     )
-    options = DownloadOptions(**{**dataclasses.asdict(merged), "licenses": tuple(merged.licenses)})
+    options = DownloadOptions(**dataclasses.asdict(merged))
     download_source(name, source.urls, Path("data/raw") / name, params.language_of(name), options)
 
 

@@ -49,6 +49,7 @@ from yt_dlp.utils import ContentTooShortError, DownloadError, parse_bytes, unsmu
 
 from tubetune.fsutil import atomic_path, atomic_write_text, sha256_file
 from tubetune.items import ItemReport
+from tubetune.params import DownloadParams
 
 log = logging.getLogger(__name__)
 
@@ -96,23 +97,9 @@ _PLAYLIST_EXTRAS = ("playlist_id", "playlist_title")
 
 
 @dataclass(frozen=True)
-class DownloadOptions:
-    """How to download a source; ``params.yaml`` sets them globally and per source."""
-
-    keep_video: bool = False
-    licenses: tuple[str, ...] = ()
-    max_videos: int = 0
-    date_after: str | None = None
-    date_before: str | None = None
-    min_duration_s: float = 0.0
-    max_duration_s: float = 0.0
-    subtitles: bool = True
-    auto_subtitles: bool = False
-    retries: int = 5
-    socket_timeout_s: float = 30.0
-    rate_limit: str | None = None
-    cookies: str | None = None
-    strict: bool = False
+class DownloadOptions(DownloadParams):
+    """How to download a source: the ``download`` params (global, overridden per source),
+    checked in depth (dates, rates, ranges) and normalised (``licenses`` a tuple)."""
 
     def __post_init__(self) -> None:
         """Check types and ranges; normalise YAML-friendly spellings (lists, int dates)."""
