@@ -10,6 +10,7 @@ from tubetune.audio import load_audio
 from tubetune.filters import teacher_rejection
 from tubetune.labels import label_report, label_source
 from tubetune.params import LabelParams
+from tubetune.sharding import TeacherSpec, gpu_count
 from tubetune.subtitles import Cue, cut_fraction, read_vtt, text_in_span
 from tubetune.teacher import pick_beam_size
 
@@ -30,6 +31,20 @@ def test_beam_size_auto_is_greedy_on_cpu_and_beam_5_on_gpu() -> None:
     assert pick_beam_size("auto", "cpu") == 1
     assert pick_beam_size("auto", "cuda") == 5
     assert pick_beam_size(3, "cpu") == pick_beam_size(3, "cuda") == 3
+
+
+def test_gpus_are_counted_by_the_engine_that_decodes(monkeypatch: pytest.MonkeyPatch) -> None:
+    # A CUDA build of CTranslate2 next to a CPU build of torch (or the reverse): the
+    # transformers teacher runs on CPU, so `auto` must not pick beam 5 or GPU workers for it.
+    import ctranslate2
+    import torch
+
+    monkeypatch.setattr(ctranslate2, "get_cuda_device_count", lambda: 2)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 0)
+    model = Path("models/base")
+    assert gpu_count(TeacherSpec("faster-whisper", model / "ct2", model / "hf")) == 2
+    assert gpu_count(TeacherSpec("transformers", model / "ct2", model / "hf")) == 0
+    assert gpu_count(TeacherSpec("faster-whisper", model / "ct2", model / "hf", "cpu")) == 0
 
 
 def test_label_report(tmp_path: Path) -> None:

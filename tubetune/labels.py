@@ -35,7 +35,7 @@ from tubetune.fsutil import atomic_path, atomic_write_text
 from tubetune.items import ItemReport
 from tubetune.metrics import utterance_error_rate
 from tubetune.params import LabelParams, ScaleParams
-from tubetune.sharding import TeacherSpec, transcribe_batches
+from tubetune.sharding import TeacherSpec, gpu_count, transcribe_batches
 from tubetune.subtitles import Cue, cut_fraction, pick_subtitle, read_vtt, text_in_span
 from tubetune.teacher import DecodeOptions, Transcript, pick_beam_size
 from tubetune.text import normalize_target
@@ -110,7 +110,7 @@ def label_source(
     cues = _item_cues(raw_dir, language) if params.source != "pseudo" else {}
     spec = TeacherSpec(params.engine, model_dir, hf_dir or model_dir.parent / "hf",
                        params.device, params.compute_type, params.cpu_threads)
-    beam_size = pick_beam_size(params.beam_size, params.device)
+    beam_size = pick_beam_size(params.beam_size, "cuda" if gpu_count(spec) else "cpu")
     options = DecodeOptions(language, task, beam_size, tuple(params.temperatures))
     batches = list(_batches(chunks, params.batch_size))
     if params.source == "subtitles" and params.max_subtitle_disagreement is None:

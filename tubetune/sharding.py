@@ -118,7 +118,7 @@ def auto_workers(spec: TeacherSpec, chunks: int) -> int:
     """
     import psutil
 
-    gpus = _gpu_count(spec)
+    gpus = gpu_count(spec)
     min_chunks = 1 if _use_replicas(spec, gpus) else MIN_CHUNKS_PER_WORKER
     if gpus:
         slots = gpus
@@ -259,8 +259,9 @@ def _shard_task(
     return firsts
 
 
-def _gpu_count(spec: TeacherSpec) -> int:
-    """CUDA devices the teacher's engine would use (0 on CPU)."""
+def gpu_count(spec: TeacherSpec) -> int:
+    """CUDA devices the teacher's engine would use (0 on CPU): CTranslate2's count for
+    faster-whisper, torch's for transformers (either may be a CPU-only build)."""
     if spec.device == "cpu":
         return 0
     if spec.engine == "faster-whisper":
@@ -299,7 +300,7 @@ def _run_local(
 ) -> list[Outcome]:
     """Replicas in this process (CPU, faster-whisper), else shards over ``workers`` spawned
     processes; then the retries in one fresh teacher."""
-    gpus = _gpu_count(spec)
+    gpus = gpu_count(spec)
     if _use_replicas(spec, gpus):
         return _run_replicas(spec, batches, options, workers, report)
     if gpus and workers > gpus:
