@@ -14,7 +14,8 @@ import numpy as np
 import pandas as pd
 import pytest
 import soundfile as sf
-from transformers import WhisperProcessor
+import torch
+from transformers import WhisperForConditionalGeneration, WhisperProcessor
 
 from helpers.tiny_whisper import make_tiny_whisper
 from tubetune.dataset import WhisperCollator, load_manifest
@@ -136,3 +137,39 @@ def test_killed_training_resumes_from_last_checkpoint(
     assert summary["steps"] == 2
     assert not any("resuming from" in r.message for r in caplog.records)
     assert "final_eval_loss" in summary and "final_eval_wer" not in summary  # no decoding
+
+
+def test_lora_trains_adapters_and_saves_plain_merged_weights(workdir: Path) -> None:
+    from safetensors import safe_open
+
+    params = TrainParams(method="lora", lora_rank=4, lora_alpha=8, max_steps=4, save_steps=2,
+                         per_device_batch_size=2, warmup_steps=0, learning_rate=1e-2,
+                         logging_steps=1, predict_with_generate=False)
+    tuner = FineTuner(workdir / "model", "en", "transcribe", params)
+    trainable = [n for n, p in tuner.model.named_parameters() if p.requires_grad]
+    assert trainable and all("lora_" in n for n in trainable)
+    out = workdir / "lora-out"
+    summary = train_stage(workdir / "train.csv", workdir / "validation.csv", workdir / "model",
+                          out, workdir / "lora-ckpt", workdir / "lora-live",
+                          workdir / "lora.json", "en", "transcribe", params)
+    assert summary["steps"] == 4
+    with safe_open(out / "model.safetensors", "pt") as weights:
+        names = set(weights.keys())
+    with safe_open(workdir / "model" / "model.safetensors", "pt") as start:
+        assert names == set(start.keys())  # plain Whisper: no adapter or base_layer names
+    merged = WhisperForConditionalGeneration.from_pretrained(out)
+    original = WhisperForConditionalGeneration.from_pretrained(workdir / "model")
+    q = "model.decoder.layers.0.self_attn.q_proj.weight"
+    assert not torch.equal(merged.state_dict()[q], original.state_dict()[q])  # adapters merged
+    fc = "model.encoder.conv1.weight"  # not a target module: unchanged
+    assert torch.equal(merged.state_dict()[fc], original.state_dict()[fc])
+    # The earlier checkpoint (step 2) is kept as merged plain weights for the guard.
+    with safe_open(out / "snapshots" / "step-2" / "model.safetensors", "pt") as snap:
+        assert set(snap.keys()) == names
+
+
+def test_lora_with_frozen_encoder_adapts_the_decoder_only(workdir: Path) -> None:
+    params = TrainParams(method="lora", lora_rank=2, freeze_encoder=True)
+    tuner = FineTuner(workdir / "model", "en", "transcribe", params)
+    trainable = [n for n, p in tuner.model.named_parameters() if p.requires_grad]
+    assert trainable and all(".decoder." in n and "lora_" in n for n in trainable)

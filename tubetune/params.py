@@ -129,6 +129,12 @@ class TrainParams:
     """Seq2SeqTrainer settings. Defaults are sized for a CPU demo; see README for GPU."""
 
     seed: int = 42
+    method: str = "full"  # full: every weight; lora: low-rank adapters (PEFT), merged on save
+    lora_rank: int = 32
+    lora_alpha: float = 64.0
+    lora_dropout: float = 0.05
+    lora_target_modules: list[str] = field(
+        default_factory=lambda: ["q_proj", "k_proj", "v_proj", "out_proj", "fc1", "fc2"])
     learning_rate: float = 3e-5
     lr_scheduler: str = "constant_with_warmup"
     warmup_steps: int = 5
@@ -136,6 +142,7 @@ class TrainParams:
     per_device_batch_size: int = 4
     gradient_accumulation_steps: int = 1
     weight_decay: float = 0.0
+    timestamp_probability: float = 0.5  # share of targets (with known times) timestamped
     freeze_encoder: bool = False
     spec_augment: bool = False
     mask_time_prob: float = 0.05
@@ -170,7 +177,8 @@ class RoundParams:
 
 
 BASE_MODEL_DIR = "models/base/hf"
-ROUNDS_DIR = "models/rounds"
+TRAIN_DIR = "models/train"  # each round's fine-tuned weights (+ checkpoint snapshots)
+ROUNDS_DIR = "models/rounds"  # each round's guarded model: what later rounds and export take
 
 
 @dataclass(frozen=True)
@@ -181,6 +189,22 @@ class EvaluateParams:
     compute_type: str = "auto"
     device: str = "auto"
     heldout: str | None = None
+
+
+@dataclass(frozen=True)
+class ExportParams:
+    """The forgetting guard: which candidate model a round hands on (and export ships).
+
+    Candidates are the round's final model, its saved checkpoints and weight-space
+    interpolations ``(1 - a) * start + a * fine-tuned`` for each ``a`` in ``interpolation``
+    (robust fine-tuning, Wortsman et al. 2022). The one with the best validation score whose
+    error on the selection half of the held-out set stays within ``max_heldout_regression``
+    (relative) of both the base model and the round's start model wins.
+    """
+
+    max_heldout_regression: float = 0.05
+    interpolation: list[float] = field(default_factory=lambda: [0.25, 0.5, 0.75, 1.0])
+    checkpoints: bool = True
 
 
 @dataclass(frozen=True)
@@ -210,6 +234,7 @@ class Params:
     split: SplitParams = field(default_factory=SplitParams)
     train: TrainParams = field(default_factory=TrainParams)
     evaluate: EvaluateParams = field(default_factory=EvaluateParams)
+    export: ExportParams = field(default_factory=ExportParams)
     scale: ScaleParams = field(default_factory=ScaleParams)
     rounds: dict[str, RoundParams] = field(default_factory=lambda: {"round1": RoundParams()})
 
@@ -429,6 +454,11 @@ def _check_values(p: Params, origin: str) -> None:
                   f"expected phonetic or orthographic, got {norm.ko_dual_spelling!r}")
     if p.evaluate.beam_size < 1:
         raise bad("evaluate.beam_size", "must be >= 1")
+    ex = p.export
+    if not 0 <= ex.max_heldout_regression <= 10:
+        raise bad("export.max_heldout_regression", "must be in [0, 10] (0.05 = 5 % relative)")
+    if not ex.interpolation or any(not 0 < a <= 1 for a in ex.interpolation):
+        raise bad("export.interpolation", "expected a non-empty list of numbers in (0, 1]")
     if p.scale.label_runner not in ("local", "ray"):
         raise bad("scale.label_runner", f"expected local or ray, got {p.scale.label_runner!r}")
     workers = p.scale.label_workers
@@ -477,9 +507,19 @@ def _check_train(tr: TrainParams, section: str, bad: Callable[[str, str], Params
         raise bad(f"{section}.save_steps", "must be a multiple of eval_steps (best-model keeping)")
     if tr.early_stopping_patience and not tr.eval_steps:
         raise bad(f"{section}.early_stopping_patience", "needs eval_steps > 0")
+    if tr.method not in ("full", "lora"):
+        raise bad(f"{section}.method", f"expected full or lora, got {tr.method!r}")
+    if tr.lora_rank < 1:
+        raise bad(f"{section}.lora_rank", "must be >= 1")
+    if tr.lora_alpha <= 0:
+        raise bad(f"{section}.lora_alpha", "must be > 0")
+    if not 0 <= tr.lora_dropout < 1:
+        raise bad(f"{section}.lora_dropout", "must be in [0, 1)")
+    if not tr.lora_target_modules:
+        raise bad(f"{section}.lora_target_modules", "expected a non-empty list of module names")
     if tr.precision not in ("auto", "fp32", "fp16", "bf16"):
         raise bad(f"{section}.precision", "expected auto, fp32, fp16 or bf16")
-    for name in ("mask_time_prob", "mask_feature_prob"):
+    for name in ("mask_time_prob", "mask_feature_prob", "timestamp_probability"):
         if not 0 <= getattr(tr, name) <= 1:
             raise bad(f"{section}.{name}", "must be in [0, 1]")
     if tr.num_gpus < 0:

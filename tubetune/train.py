@@ -17,6 +17,7 @@ import hashlib
 import json
 import logging
 import os
+import re
 import shlex
 import shutil
 import sys
@@ -159,6 +160,8 @@ class FineTuner:
         self.enforce_language(self.language)
         if self.params.freeze_encoder:
             self.model.freeze_encoder()
+        if self.params.method == "lora":
+            self.model = add_lora(self.model, self.params)
         # SpecAugment (Whisper's built-in time/feature masking, applied in training only).
         config = self.model.config
         config.apply_spec_augment = self.params.spec_augment
@@ -186,8 +189,12 @@ class FineTuner:
     def compute_metrics(self, pred: Any) -> dict[str, float]:
         """WER and CER of generated text against the labels."""
         tokenizer = self.processor.tokenizer
-        label_ids = np.where(pred.label_ids == -100, tokenizer.pad_token_id, pred.label_ids)
-        pred_ids = np.where(pred.predictions == -100, tokenizer.pad_token_id, pred.predictions)
+        # Timestamp tokens (in timestamped targets) are not text: drop them like padding.
+        first_timestamp = tokenizer.convert_tokens_to_ids("<|0.00|>")
+        label_ids = np.where((pred.label_ids == -100) | (pred.label_ids >= first_timestamp),
+                             tokenizer.pad_token_id, pred.label_ids)
+        pred_ids = np.where((pred.predictions == -100) | (pred.predictions >= first_timestamp),
+                            tokenizer.pad_token_id, pred.predictions)
         hyps = tokenizer.batch_decode(pred_ids, skip_special_tokens=True)
         refs = tokenizer.batch_decode(label_ids, skip_special_tokens=True)
         rates = error_rates(refs, hyps, self.language)
@@ -248,7 +255,8 @@ class FineTuner:
         callbacks = list(callbacks or [])
         if keep_best and p.early_stopping_patience:
             callbacks.append(EarlyStoppingCallback(p.early_stopping_patience))
-        collator = WhisperCollator(self.processor, self.task, self.language)
+        collator = WhisperCollator(self.processor, self.task, self.language,
+                                   timestamp_probability=p.timestamp_probability, seed=p.seed)
         return Seq2SeqTrainer(
             model=self.model,
             args=args,
@@ -280,7 +288,7 @@ class FineTuner:
                  self.params.gradient_accumulation_steps, world)
         result = trainer.train(resume_from_checkpoint=last)
         if trainer.is_world_process_zero():
-            self.save(output_dir)
+            self.save(output_dir, checkpoints_dir)
         summary = {
             "train_loss": round(float(result.training_loss), 4),
             "steps": int(result.global_step),
@@ -301,14 +309,71 @@ class FineTuner:
         p = self.params
         return p.per_device_batch_size * p.gradient_accumulation_steps * world_size
 
-    def save(self, output_dir: Path) -> None:
-        """Write model, processor and generation config atomically."""
+    def save(self, output_dir: Path, checkpoints_dir: Path | None = None) -> None:
+        """Write model, processor and generation config atomically, as plain Whisper weights
+        (LoRA adapters merged in: CTranslate2 cannot convert a PEFT model).
+
+        With ``checkpoints_dir``, the weights of every checkpoint there except the final step
+        go to ``output_dir/snapshots/step-N/`` too: candidates for the forgetting guard.
+        """
+        if self.params.method == "lora":
+            self.model = self.model.merge_and_unload()
         with atomic_path(output_dir) as tmp:
             self.model.save_pretrained(tmp)
             self.processor.save_pretrained(tmp)
             extractor = tmp / "preprocessor_config.json"
             if not extractor.exists():  # faster-whisper reads this file name
                 self.processor.feature_extractor.to_json_file(extractor)
+            for checkpoint in _earlier_checkpoints(checkpoints_dir):
+                self._save_snapshot(checkpoint, tmp / SNAPSHOTS / checkpoint.name.replace(
+                    "checkpoint-", "step-"))
+
+    def _save_snapshot(self, checkpoint: Path, out: Path) -> None:
+        """The plain weights of one Trainer checkpoint (LoRA: merged onto the start model)."""
+        from safetensors.torch import save_file
+
+        out.mkdir(parents=True)
+        if self.params.method == "full":
+            shutil.copyfile(checkpoint / WEIGHTS, out / WEIGHTS)
+            return
+        from peft import PeftModel
+
+        start = WhisperForConditionalGeneration.from_pretrained(self.model_dir)
+        merged = PeftModel.from_pretrained(start, checkpoint).merge_and_unload()
+        state = {k: v.contiguous() for k, v in merged.state_dict().items()
+                 if k != "proj_out.weight"}  # tied to the token embeddings, as HF saves it
+        save_file(state, out / WEIGHTS, metadata={"format": "pt"})
+
+
+SNAPSHOTS = "snapshots"
+WEIGHTS = "model.safetensors"
+
+
+def _earlier_checkpoints(checkpoints_dir: Path | None) -> list[Path]:
+    """Trainer checkpoints in ``checkpoints_dir`` other than the newest (the final model)."""
+    if checkpoints_dir is None or not checkpoints_dir.is_dir():
+        return []
+    found = sorted((p for p in checkpoints_dir.glob("checkpoint-*") if p.is_dir()),
+                   key=lambda p: int(p.name.rsplit("-", 1)[1]))
+    return found[:-1]
+
+
+def add_lora(model: WhisperForConditionalGeneration, params: TrainParams) -> Any:
+    """``model`` with LoRA adapters (PEFT) on ``params.lora_target_modules``; only the adapters
+    train. With ``freeze_encoder`` the adapters go into the decoder alone."""
+    from peft import LoraConfig, get_peft_model
+
+    targets: list[str] | str = list(params.lora_target_modules)
+    if params.freeze_encoder:
+        names = "|".join(re.escape(name) for name in targets)
+        targets = rf".*decoder\.layers\.\d+\..*({names})"
+    config = LoraConfig(r=params.lora_rank, lora_alpha=params.lora_alpha,
+                        lora_dropout=params.lora_dropout, target_modules=targets, bias="none")
+    model = get_peft_model(model, config)
+    trainable, total = model.get_nb_trainable_parameters()
+    log.info("LoRA rank %d: %d of %d weights train (%.2f %%)", params.lora_rank, trainable,
+             total, 100 * trainable / total)
+    return model
 
 
 def run_fingerprint(
