@@ -1,4 +1,5 @@
-"""Stage evaluate-baseline: the base model's transcripts of the test split and held-out set.
+"""Stage evaluate-baseline: the base model's transcripts of the test and validation splits and
+of both halves of the held-out set (the guard compares candidates with them).
 
 Its own stage so that experiments changing only training reuse them from DVC's cache.
 """
@@ -12,7 +13,8 @@ from tubetune.params import load_params
 
 def main(argv: list[str]) -> None:
     params = load_params()
-    sets = load_sets(Path("data/split/test.csv"), params.evaluate.heldout, params.language)
+    sets = load_sets(Path("data/split/test.csv"), params.evaluate.heldout, params.language,
+                     validation_csv=Path("data/split/validation.csv"))
     predictions = transcribe_sets(sets, Path("models/base/ct2"), params.language, params.task,
                                   params.evaluate)
     save_predictions(sets, predictions, Path("data/eval/baseline"))

@@ -2,12 +2,13 @@
 
 With ``train.num_gpus`` > 1 (or ``num_nodes`` > 1) the script re-executes itself under
 torchrun, one process per GPU; under torchrun or ``accelerate launch`` it trains as launched.
+The result goes to ``models/train/ROUND``; the guard@ROUND stage decides what the round hands on.
 """
 
 from pathlib import Path
 
 from tubetune import stage
-from tubetune.params import ROUNDS_DIR, load_params
+from tubetune.params import TRAIN_DIR, load_params
 from tubetune.train import relaunch, train_stage
 
 
@@ -19,7 +20,7 @@ def main(argv: list[str]) -> None:
         train_csv=Path("data/split/rounds") / name / "train.csv",
         validation_csv=Path("data/split/validation.csv"),
         base_model_dir=Path(params.rounds[name].init),
-        output_dir=Path(ROUNDS_DIR) / name,
+        output_dir=Path(TRAIN_DIR) / name,
         checkpoints_dir=Path("models/checkpoints") / name,
         live_dir=Path("metrics/train_live") / name,
         metrics_path=Path("metrics/train") / f"{name}.json",

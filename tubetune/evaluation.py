@@ -58,15 +58,41 @@ def _ct2_dir(model: Path, workdir: Path) -> Path:
     return out
 
 
-def load_sets(test_csv: Path, heldout: str | None, language: str) -> dict[str, pd.DataFrame]:
-    """The scored sets: the ``test`` split first, then the ``heldout`` CSV when configured
-    (and not empty). An empty test split is an error: there would be nothing to compare."""
-    sets = {"test": pd.read_csv(test_csv, dtype={"text": str, "language": str},
-                                keep_default_na=False)}
+HELDOUT_SETS = ("heldout_select", "heldout")
+
+
+def heldout_halves(frame: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(selection half, report half) of the held-out set.
+
+    Rows alternate between the halves within each ``kind`` (voice family) in path order, so
+    both halves hold every kind. The forgetting guard selects on the first half; evaluate
+    reports on the second, so the reported figure is not the one a choice was made on.
+    """
+    kinds = frame["kind"] if "kind" in frame else pd.Series("", index=frame.index)
+    order = frame.assign(_kind=kinds).sort_values(["_kind", "path"], kind="stable")
+    rank = order.groupby("_kind").cumcount()
+    select = order[rank % 2 == 0].drop(columns="_kind")
+    report = order[rank % 2 == 1].drop(columns="_kind")
+    return select.reset_index(drop=True), report.reset_index(drop=True)
+
+
+def _read_split(path: Path) -> pd.DataFrame:
+    return pd.read_csv(path, dtype={"text": str, "language": str}, keep_default_na=False)
+
+
+def load_sets(test_csv: Path, heldout: str | None, language: str,
+              validation_csv: Path | None = None) -> dict[str, pd.DataFrame]:
+    """The scored sets: ``test`` first, then ``validation`` (when given) and the held-out set's
+    two halves ``heldout_select`` and ``heldout`` (when configured); empty ones are left out.
+    An empty test split is an error: there would be nothing to compare."""
+    sets = {"test": _read_split(test_csv)}
     if sets["test"].empty:
         raise ValueError("evaluate: the test split has no utterances")
+    if validation_csv is not None:
+        sets["validation"] = _read_split(validation_csv)
     if heldout:
-        sets["heldout"] = pd.DataFrame(external_rows(Path(heldout), language))
+        halves = heldout_halves(pd.DataFrame(external_rows(Path(heldout), language)))
+        sets.update(zip(HELDOUT_SETS, halves, strict=True))
     return {name: frame for name, frame in sets.items() if not frame.empty}
 
 

@@ -133,7 +133,8 @@ def assign_rounds(train_videos: list[Video], rounds: dict[str, list[str]],
 
 
 def external_rows(csv_path: Path, language: str) -> list[dict]:
-    """A fixed test set given as a CSV of ``path,text[,language]`` (used as is)."""
+    """A fixed set given as a CSV of ``path,text[,language][,kind]`` (used as is; ``kind`` names
+    the voice family, e.g. ``flite:slt``, so held-out halves hold every kind)."""
     frame = pd.read_csv(csv_path, dtype=str, keep_default_na=False)
     missing = {"path", "text"} - set(frame.columns)
     if missing:
@@ -149,7 +150,7 @@ def external_rows(csv_path: Path, language: str) -> list[dict]:
                      "source": "external", "item": path.stem, "start_ms": 0,
                      "end_ms": round(duration * 1000), "duration_s": round(duration, 3),
                      "language": getattr(r, "language", "") or language,
-                     "reference": "external"})
+                     "reference": "external", "kind": getattr(r, "kind", "")})
     return rows
 
 

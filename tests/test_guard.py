@@ -1,0 +1,127 @@
+"""The forgetting guard: candidates, interpolated weights and the budgeted choice."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import soundfile as sf
+import torch
+from transformers import WhisperForConditionalGeneration
+
+from helpers.tiny_whisper import make_tiny_whisper
+from tubetune.evaluation import heldout_halves, save_predictions
+from tubetune.guard import Candidate, Scored, candidates, choose, guard_round, write_candidate
+from tubetune.params import EvaluateParams, ExportParams
+
+BASE = {"validation": 20.0, "heldout_select": 10.0}
+
+
+def scored(name: str, a: float, validation: float, heldout: float) -> Scored:
+    return Scored(name, a, validation, heldout)
+
+
+def test_best_validation_within_the_budget_wins() -> None:
+    marked, winner = choose(
+        [scored("start", 0, 20, 10), scored("a=0.5", 0.5, 12, 10.4),
+         scored("a=1", 1, 8, 12), scored("step-10", 1, 15, 9)],
+        BASE, BASE, budget=0.05)
+    assert winner.name == "a=0.5"  # a=1 is better in-domain but 20 % worse held out
+    assert [m.within_budget for m in marked] == [True, True, False, True]
+    assert marked[2].vs_base == 1.2
+
+
+def test_ties_go_to_the_candidate_closer_to_the_start() -> None:
+    _, winner = choose([scored("start", 0, 20, 10), scored("a=0.5", 0.5, 12, 10),
+                        scored("a=1", 1, 12, 10)], BASE, BASE, budget=0.05)
+    assert winner.name == "a=0.5"
+
+
+def test_nothing_within_budget_keeps_the_start_model() -> None:
+    _, winner = choose([scored("start", 0, 20, 10), scored("a=1", 1, 5, 11)], BASE, BASE,
+                       budget=0.05)
+    assert winner.name == "start" and winner.a == 0
+
+
+def test_later_rounds_are_held_to_the_round_before_too() -> None:
+    start = {"validation": 12.0, "heldout_select": 8.0}  # round 1 improved held-out
+    _, winner = choose([scored("start", 0, 12, 8), scored("a=1", 1, 6, 9)], BASE, start,
+                       budget=0.05)
+    assert winner.name == "start"  # within 5 % of the base, but 12.5 % worse than round 1
+
+
+def test_without_a_heldout_set_validation_decides() -> None:
+    base = {"validation": 20.0}
+    _, winner = choose([Scored("start", 0, 20, None), Scored("a=1", 1, 5, None)], base, base,
+                       budget=0.05)
+    assert winner.name == "a=1"
+
+
+def test_heldout_halves_alternate_within_each_kind() -> None:
+    frame = pd.DataFrame({"path": [f"{i:02d}.flac" for i in range(6)], "text": "x",
+                          "kind": ["a", "a", "a", "b", "b", "b"]})
+    select, report = heldout_halves(frame)
+    assert select["path"].tolist() == ["00.flac", "02.flac", "03.flac", "05.flac"]
+    assert report["path"].tolist() == ["01.flac", "04.flac"]
+    assert set(select["kind"]) == set(report["kind"]) == {"a", "b"}
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("guard")
+    start = make_tiny_whisper(root / "start", seed=0)
+    tuned = make_tiny_whisper(root / "tuned", seed=1)
+    (tuned / "snapshots" / "step-5").mkdir(parents=True)
+    shutil.copyfile(start / "model.safetensors", tuned / "snapshots/step-5/model.safetensors")
+    return {"root": root, "start": start, "tuned": tuned}
+
+
+def test_interpolated_weights_lie_between_start_and_tuned(models: dict[str, Path]) -> None:
+    out = models["root"] / "half"
+    write_candidate(Candidate("a=0.5", 0.5, models["tuned"]), models["start"], models["tuned"],
+                    out)
+    half, start, tuned = (WhisperForConditionalGeneration.from_pretrained(p).state_dict()
+                          for p in (out, models["start"], models["tuned"]))
+    for name in ("model.decoder.layers.0.fc1.weight", "model.encoder.conv1.weight"):
+        assert torch.allclose(half[name], (start[name] + tuned[name]) / 2, atol=1e-6)
+    assert (out / "generation_config.json").is_file() and (out / "tokenizer.json").is_file()
+    listed = candidates(models["tuned"], ExportParams(interpolation=[0.5, 1.0]))
+    assert [(c.name, c.a) for c in listed] == [("start", 0), ("a=0.5", 0.5), ("a=1", 1.0),
+                                               ("step-5", 1.0)]
+    assert len(candidates(models["tuned"], ExportParams(checkpoints=False))) == 5
+
+
+def test_guard_round_writes_the_choice_and_the_curve(models: dict[str, Path]) -> None:
+    root = models["root"] / "round"
+    rng = np.random.default_rng(0)
+    rows = []
+    for i in range(2):
+        path = root / f"clip{i}.wav"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        sf.write(path, (0.1 * rng.standard_normal(16000)).astype(np.float32), 16000)
+        rows.append({"path": str(path), "text": "hello there", "language": "en",
+                     "duration_s": 1.0})
+    sets = {"validation": pd.DataFrame(rows), "heldout_select": pd.DataFrame(rows)}
+    # The base (= start) model's transcripts, as evaluate-baseline saves them: perfect on
+    # both sets, so no random candidate can stay within the budget.
+    save_predictions(sets, ({n: ["hello there"] * 2 for n in sets}, dict.fromkeys(sets, 0.1)),
+                     root / "baseline")
+    record = guard_round(
+        "round1", train_dir=models["tuned"], start_dir=models["start"], base_is_start=True,
+        sets=sets, baseline_dir=root / "baseline", out_dir=root / "chosen",
+        metrics_path=root / "guard.json", curve_path=root / "guard.csv", language="en",
+        task="transcribe", params=ExportParams(interpolation=[1.0], checkpoints=False),
+        evaluate=EvaluateParams(beam_size=1),
+    )
+    assert record["chosen"] == "start" and record["kept_start_model"]
+    assert json.loads((root / "guard.json").read_text()) == record
+    curve = pd.read_csv(root / "guard.csv")
+    assert curve["name"].tolist() == ["start", "a=1"]
+    assert not curve.loc[1, "within_budget"]
+    chosen = WhisperForConditionalGeneration.from_pretrained(root / "chosen").state_dict()
+    start = WhisperForConditionalGeneration.from_pretrained(models["start"]).state_dict()
+    assert all(torch.equal(chosen[k], start[k]) for k in start)

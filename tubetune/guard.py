@@ -1,0 +1,212 @@
+"""The forgetting guard: which model a fine-tuning round hands on, chosen rather than assumed.
+
+A fine-tune that gets better on its own voice by getting worse on everything else is not an
+improvement. For each round the guard scores candidates — the round's final weights, its
+saved checkpoints, and weight-space interpolations ``(1 - a) * start + a * fine-tuned``
+between the round's start model and its final weights (robust fine-tuning, Wortsman et al.
+2022) — with the engine and settings that ship (CTranslate2 int8 through faster-whisper), on:
+
+- the validation split (in-domain: what the round should improve), and
+- the selection half of the general held-out set (another kind of speech: what it must not
+  forget).
+
+The winner is the candidate with the lowest validation error among those whose held-out
+error stays within ``max_heldout_regression`` (relative) of both the base model and the
+round's start model (for later rounds, the round before). The start model itself (``a`` = 0)
+is always a candidate, so a round that cannot be trusted hands on what it started from, with
+a loud warning. The held-out half used here is never the one `evaluate` reports.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import tempfile
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import pandas as pd
+
+from tubetune.evaluation import Predictions, load_predictions, transcribe_sets
+from tubetune.fsutil import atomic_path, atomic_write_text
+from tubetune.metrics import error_rates
+from tubetune.params import EvaluateParams, ExportParams
+
+log = logging.getLogger(__name__)
+
+WEIGHTS = "model.safetensors"
+SNAPSHOTS = "snapshots"
+SCORED_SETS = ("validation", "heldout_select")
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """A model the round could hand on: ``a`` of ``tuned`` weights over the start model."""
+
+    name: str
+    a: float
+    tuned: Path  # the fine-tuned end: the final model dir or a snapshot dir
+
+
+@dataclass(frozen=True)
+class Scored:
+    """A candidate's errors (primary unit, percent); None where the set is missing."""
+
+    name: str
+    a: float
+    validation: float | None
+    heldout_select: float | None
+    vs_base: float | None = None
+    vs_start: float | None = None
+    within_budget: bool = True
+
+
+def candidates(train_dir: Path, params: ExportParams) -> list[Candidate]:
+    """The start model, the interpolations of the final model, and its checkpoints."""
+    found = [Candidate("start", 0.0, train_dir)]
+    found += [Candidate(f"a={a:g}", a, train_dir) for a in sorted(set(params.interpolation))]
+    if params.checkpoints:
+        snapshots = sorted((train_dir / SNAPSHOTS).glob("step-*"),
+                           key=lambda p: int(p.name.split("-")[1]))
+        found += [Candidate(p.name, 1.0, p) for p in snapshots]
+    return found
+
+
+def _read_weights(model_dir: Path) -> dict:
+    """Every tensor of a Hugging Face model dir's safetensors files, by name."""
+    from safetensors.torch import load_file
+
+    files = sorted(model_dir.glob("*.safetensors"))
+    if not files:
+        raise ValueError(f"{model_dir} holds no .safetensors weights")
+    weights: dict = {}
+    for path in files:
+        weights.update(load_file(path))
+    return weights
+
+
+def write_candidate(candidate: Candidate, start_dir: Path, train_dir: Path, out: Path) -> None:
+    """``out``: a loadable Hugging Face model dir holding ``candidate``'s weights.
+
+    Configuration, tokenizer and generation settings come from the round's final model;
+    the weights are the interpolation, tensor by tensor, of the start and the tuned end.
+    """
+    from safetensors.torch import save_file
+
+    out.mkdir(parents=True)
+    for path in train_dir.iterdir():
+        if path.is_file() and not path.name.endswith((".safetensors", ".safetensors.index.json")):
+            shutil.copyfile(path, out / path.name)
+    start = _read_weights(start_dir)
+    if candidate.a == 0:
+        weights = start
+    else:
+        tuned = _read_weights(candidate.tuned)
+        if set(tuned) != set(start) or any(tuned[k].shape != start[k].shape for k in start):
+            raise ValueError(f"{candidate.tuned} and {start_dir} are not the same architecture")
+        a = candidate.a
+        weights = {k: (start[k] + a * (tuned[k] - start[k])) if start[k].is_floating_point()
+                   else tuned[k] for k in start}
+    save_file({k: v.contiguous() for k, v in weights.items()}, out / WEIGHTS,
+              metadata={"format": "pt"})
+
+
+def _errors(sets: dict[str, pd.DataFrame], predictions: Predictions,
+            language: str) -> dict[str, float]:
+    texts, _ = predictions
+    return {name: round(error_rates(sets[name]["text"].tolist(), texts[name], language).primary, 2)
+            for name in sets}
+
+
+def choose(scored: list[Scored], base: dict[str, float], start: dict[str, float],
+           budget: float) -> tuple[list[Scored], Scored]:
+    """Mark each candidate's budget check and return the winner (see module docstring).
+
+    Ties in validation error go to the smaller ``a`` (closer to the start model). Without a
+    held-out set nothing can be checked: every candidate is within budget. Without a
+    validation set the candidate with the most fine-tuning within budget wins.
+    """
+    marked = []
+    for s in scored:
+        vs_base = vs_start = None
+        ok = True
+        if s.heldout_select is not None:
+            vs_base = _ratio(s.heldout_select, base["heldout_select"])
+            vs_start = _ratio(s.heldout_select, start["heldout_select"])
+            ok = all(s.heldout_select <= (1 + budget) * ref[ "heldout_select"] + 1e-9
+                     for ref in (base, start))
+        marked.append(Scored(s.name, s.a, s.validation, s.heldout_select, vs_base, vs_start, ok))
+    allowed = [s for s in marked if s.within_budget or s.a == 0]
+    winner = min(allowed, key=lambda s: (
+        s.validation if s.validation is not None else -s.a, s.a))
+    return marked, winner
+
+
+def _ratio(value: float, reference: float) -> float | None:
+    return round(value / reference, 3) if reference else None
+
+
+def guard_round(
+    round_name: str,
+    train_dir: Path,
+    start_dir: Path,
+    base_is_start: bool,
+    sets: dict[str, pd.DataFrame],
+    baseline_dir: Path,
+    out_dir: Path,
+    metrics_path: Path,
+    curve_path: Path,
+    language: str,
+    task: str,
+    params: ExportParams,
+    evaluate: EvaluateParams,
+) -> dict:
+    """Score the round's candidates, write the winner to ``out_dir`` and record the choice.
+
+    ``sets`` holds the ``validation`` and ``heldout_select`` frames that exist; the base
+    model's transcripts of them come from ``baseline_dir`` (the evaluate-baseline stage).
+    """
+    sets = {name: frame for name, frame in sets.items() if name in SCORED_SETS}
+    base = _errors(sets, load_predictions(sets, baseline_dir), language)
+    if "heldout_select" not in sets:
+        log.warning("guard %s: no held-out set (evaluate.heldout): forgetting cannot be "
+                    "checked; choosing on validation alone", round_name)
+    scored: list[Scored] = []
+    start: dict[str, float] = {}
+    with tempfile.TemporaryDirectory(prefix="tubetune-guard-") as tmp:
+        for candidate in candidates(train_dir, params):
+            if candidate.a == 0 and base_is_start:
+                errors = base
+            else:
+                model_dir = Path(tmp) / candidate.name
+                write_candidate(candidate, start_dir, train_dir, model_dir)
+                errors = _errors(sets, transcribe_sets(sets, model_dir, language, task,
+                                                       evaluate), language)
+                shutil.rmtree(model_dir)
+            if candidate.a == 0:
+                start = errors
+            scored.append(Scored(candidate.name, candidate.a, errors.get("validation"),
+                                 errors.get("heldout_select")))
+            log.info("guard %s: %s validation %s held-out %s", round_name, candidate.name,
+                     errors.get("validation"), errors.get("heldout_select"))
+    scored, winner = choose(scored, base, start, params.max_heldout_regression)
+    if winner.a == 0:
+        log.warning("guard %s: NO fine-tuned candidate kept the held-out error within %.0f %% "
+                    "of the base and start models: round %s hands on its START MODEL unchanged",
+                    round_name, 100 * params.max_heldout_regression, round_name)
+    chosen = next(c for c in candidates(train_dir, params) if c.name == winner.name)
+    with atomic_path(out_dir) as tmp_out:
+        write_candidate(chosen, start_dir, train_dir, tmp_out)
+    record = {
+        "chosen": winner.name, "a": winner.a, "validation": winner.validation,
+        "heldout_select": winner.heldout_select, "vs_base": winner.vs_base,
+        "kept_start_model": winner.a == 0, "budget": params.max_heldout_regression,
+    }
+    atomic_write_text(metrics_path, json.dumps(record, indent=2) + "\n")
+    with atomic_path(curve_path) as tmp_csv:
+        pd.DataFrame([asdict(s) for s in scored]).to_csv(tmp_csv, index=False,
+                                                         lineterminator="\n")
+    log.info("guard %s: chose %s (validation %s, held-out %s, %s x base)", round_name,
+             winner.name, winner.validation, winner.heldout_select, winner.vs_base)
+    return record
