@@ -7,7 +7,7 @@ from tubetune.evaluation import (
     comparison_table,
     evaluate_models,
     load_predictions,
-    load_sets,
+    stage_sets,
     transcribe_sets,
 )
 from tubetune.params import ROUNDS_DIR, load_params
@@ -15,8 +15,7 @@ from tubetune.params import ROUNDS_DIR, load_params
 
 def main(argv: list[str]) -> None:
     params = load_params()
-    sets = load_sets(Path("data/split/test.csv"), params.evaluate.heldout, params.language)
-    sets.pop("heldout_select", None)  # the guard chose on it: report on the other half
+    sets = stage_sets(Path("data/split"), params.evaluate.heldout, params.language, "evaluate")
     models = {}
     for name in params.rounds:  # earlier rounds: did a later one forget what they learned?
         if name != params.final_round:

@@ -4,7 +4,7 @@ by validation score within the held-out regression budget (tubetune/guard.py).""
 from pathlib import Path
 
 from tubetune import stage
-from tubetune.evaluation import load_sets
+from tubetune.evaluation import stage_sets
 from tubetune.guard import guard_round
 from tubetune.params import BASE_MODEL_DIR, ROUNDS_DIR, TRAIN_DIR, load_params
 
@@ -13,8 +13,7 @@ def main(argv: list[str]) -> None:
     (name,) = argv
     params = load_params()
     init = params.rounds[name].init
-    sets = load_sets(Path("data/split/test.csv"), params.evaluate.heldout, params.language,
-                     validation_csv=Path("data/split/validation.csv"))
+    sets = stage_sets(Path("data/split"), params.evaluate.heldout, params.language, "guard")
     guard_round(
         name, train_dir=Path(TRAIN_DIR) / name, start_dir=Path(init),
         base_is_start=init == BASE_MODEL_DIR, sets=sets,

@@ -14,7 +14,7 @@ import torch
 from transformers import WhisperForConditionalGeneration
 
 from helpers.tiny_whisper import make_tiny_whisper
-from tubetune.evaluation import heldout_halves, save_predictions
+from tubetune.evaluation import Predictions, heldout_halves, save_predictions
 from tubetune.guard import Candidate, Scored, candidates, choose, guard_round, write_candidate
 from tubetune.params import EvaluateParams, ExportParams
 
@@ -108,8 +108,8 @@ def test_guard_round_writes_the_choice_and_the_curve(models: dict[str, Path]) ->
     sets = {"validation": pd.DataFrame(rows), "heldout_select": pd.DataFrame(rows)}
     # The base (= start) model's transcripts, as evaluate-baseline saves them: perfect on
     # both sets, so no random candidate can stay within the budget.
-    save_predictions(sets, ({n: ["hello there"] * 2 for n in sets}, dict.fromkeys(sets, 0.1)),
-                     root / "baseline")
+    save_predictions(sets, Predictions({n: ["hello there"] * 2 for n in sets},
+                                       dict.fromkeys(sets, 0.1)), root / "baseline")
     record = guard_round(
         "round1", train_dir=models["tuned"], start_dir=models["start"], base_is_start=True,
         sets=sets, baseline_dir=root / "baseline", out_dir=root / "chosen",

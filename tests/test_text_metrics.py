@@ -81,26 +81,41 @@ def test_saved_baseline_predictions_are_scored_and_stale_ones_refused(tmp_path) 
 
     import pandas as pd
 
-    from tubetune.evaluation import evaluate_models, load_predictions, save_predictions
+    from tubetune.evaluation import (
+        Predictions,
+        evaluate_models,
+        load_predictions,
+        save_predictions,
+    )
 
     test = pd.DataFrame({"path": ["a.wav", "b.wav"], "text": ["the cat sat", "on the mat"],
                          "source": "s", "item": "v", "start_ms": [0, 1000],
                          "end_ms": [1000, 2000], "duration_s": 1.0, "language": "en",
                          "reference": "subtitles"})
-    sets = {"test": test}
-    save_predictions(sets, ({"test": ["the cat sat", "on a mat"]}, {"test": 0.1}),
-                     tmp_path / "baseline")
+    whole = test.iloc[:1].assign(text="the cat sat on the mat", duration_s=2.0)
+    sets = {"test": test, "longform_sequential": whole}
+    saved = Predictions({"test": ["the cat sat", "on a mat"],
+                         "longform_sequential": ["the cat sat on a mat"]},
+                        {"test": 0.1, "longform_sequential": 0.15},
+                        {"longform_sequential": [(4, 3)]})
+    save_predictions(sets, saved, tmp_path / "baseline")
     baseline = load_predictions(sets, tmp_path / "baseline")
-    assert baseline == ({"test": ["the cat sat", "on a mat"]}, {"test": 0.1})
+    assert baseline == saved
+    assert baseline.timestamp_share("longform_sequential") == 0.75
+    finetuned = Predictions({"test": ["the cat sat", "on the mat"],
+                             "longform_sequential": ["the cat sat on the mat"]},
+                            {"test": 0.2, "longform_sequential": 0.2},
+                            {"longform_sequential": [(4, 4)]})
     metrics = evaluate_models(
-        sets, {"baseline": baseline, "finetuned": ({"test": ["the cat sat", "on the mat"]},
-                                                   {"test": 0.2})},
+        sets, {"baseline": baseline, "finetuned": finetuned},
         predictions_path=tmp_path / "predictions.csv", metrics_path=tmp_path / "eval.json",
         language="en",
     )
     assert metrics["baseline"]["wer"] == 16.67  # 1 of 6 words, rounded to 2 places
     assert metrics["finetuned"]["wer"] == 0 and metrics["finetuned"]["rtf"] == 0.2
     assert metrics["finetuned"]["relative_wer_change_pct"] == -100
+    assert metrics["baseline"]["longform_sequential"]["timestamp_share"] == 0.75
+    assert metrics["finetuned"]["longform_sequential"]["timestamp_share"] == 1.0
     assert json.loads((tmp_path / "eval.json").read_text()) == metrics
     assert list(pd.read_csv(tmp_path / "predictions.csv").columns[-4:]) == [
         "baseline", "baseline_error", "finetuned", "finetuned_error"]

@@ -1,11 +1,13 @@
-"""Score models on the test split (and a held-out set): WER, CER, edits, real-time factor.
+"""Score models on the test split, a held-out set and whole videos: WER, CER, edits, RTF.
 
 The baseline (the model before fine-tuning) and every fine-tuning round are scored with
 the same engine and settings on the same utterances, so differences mean something. The
 baseline's predictions are made once, by their own stage, so experiments that only change
 training do not transcribe everything with the base model again. A second held-out set of a
 different kind catches a model that got better on its own domain by forgetting everything
-else.
+else. Long-form sets transcribe whole test videos through the project's own long-form path
+(:func:`tubetune.transcribe.transcribe_long`): cut at pauses by VAD (what serve does) and
+decoded window by window (what decoders without VAD do, which depends on timestamps).
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import json
 import logging
 import tempfile
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
@@ -23,12 +26,14 @@ from tubetune.audio import load_audio
 from tubetune.fsutil import atomic_path, atomic_write_text
 from tubetune.metrics import error_rates, utterance_error_rate
 from tubetune.params import EvaluateParams
-from tubetune.split import external_rows
+from tubetune.split import LONGFORM_CSV, external_rows
 from tubetune.teacher import FasterWhisperTranscriber
 
 log = logging.getLogger(__name__)
 
 PREDICTION_COLUMNS = ["set", "path", "source", "item", "start_ms", "end_ms", "reference", "text"]
+LONGFORM_MODES = {"longform_vad": True, "longform_sequential": False}  # set -> VAD filter
+SAMPLE_RATE = 16_000
 
 
 def transcribe_manifest(
@@ -96,49 +101,123 @@ def load_sets(test_csv: Path, heldout: str | None, language: str,
     return {name: frame for name, frame in sets.items() if not frame.empty}
 
 
-Predictions = tuple[dict[str, list[str]], dict[str, float]]  # set -> texts, set -> RTF
+def load_longform(split_dir: Path, split: str, modes: tuple[str, ...] = tuple(LONGFORM_MODES),
+                  prefix: str = "") -> dict[str, pd.DataFrame]:
+    """Whole ``split`` videos with subtitles as long-form sets (``prefix`` + mode name)."""
+    path = split_dir / "longform" / LONGFORM_CSV
+    if not path.is_file():
+        return {}
+    frame = pd.read_csv(path, dtype={"text": str, "language": str}, keep_default_na=False)
+    frame = frame[frame["set"] == split].reset_index(drop=True)
+    if frame.empty:
+        return {}
+    frame = frame.assign(start_ms=0, end_ms=(frame["duration_s"] * 1000).round().astype(int),
+                         reference="subtitles")
+    return {prefix + name: frame for name in modes}
+
+
+STAGE_SETS = {  # which sets each stage scores
+    "evaluate": ("test", "heldout", "longform_vad", "longform_sequential"),
+    "guard": ("validation", "heldout_select", "validation_longform_sequential"),
+}
+STAGE_SETS["baseline"] = STAGE_SETS["evaluate"] + STAGE_SETS["guard"]
+
+
+def stage_sets(split_dir: Path, heldout: str | None, language: str,
+               stage: str) -> dict[str, pd.DataFrame]:
+    """The sets ``stage`` (evaluate, guard or baseline) scores, from the split and the
+    held-out CSV: the guard chooses on validation and the held-out selection half, evaluate
+    reports on the test split and the other half, the baseline covers both."""
+    sets = load_sets(split_dir / "test.csv", heldout, language, split_dir / "validation.csv")
+    sets.update(load_longform(split_dir, "test"))
+    sets.update(load_longform(split_dir, "validation", ("longform_sequential",), "validation_"))
+    wanted = STAGE_SETS[stage]
+    return {name: frame for name, frame in sets.items() if name in wanted}
+
+
+@dataclass
+class Predictions:
+    """One model's transcripts per set, the real-time factor of making them, and for
+    long-form sets the 30 s windows per video and how many a timestamp token closed."""
+
+    texts: dict[str, list[str]] = field(default_factory=dict)
+    rtf: dict[str, float] = field(default_factory=dict)
+    windows: dict[str, list[tuple[int, int]]] = field(default_factory=dict)
+
+    def timestamp_share(self, name: str) -> float | None:
+        """Share of a long-form set's windows closed by a timestamp token."""
+        if name not in self.windows:
+            return None
+        total = sum(w for w, _ in self.windows[name])
+        return round(sum(c for _, c in self.windows[name]) / total, 4) if total else 1.0
+
+
+def _longform_mode(name: str) -> bool | None:
+    """The VAD setting of a long-form set's name; None for a set of utterances."""
+    return next((vad for mode, vad in LONGFORM_MODES.items() if name.endswith(mode)), None)
 
 
 def transcribe_sets(
     sets: dict[str, pd.DataFrame], model_dir: Path, language: str, task: str,
     params: EvaluateParams,
 ) -> Predictions:
-    """One model's transcripts of every set, and the real-time factor of making them."""
-    texts, rtfs = {}, {}
+    """One model's transcripts of every set (utterances one by one, long-form sets whole)."""
+    from tubetune.transcribe import transcribe_long
+
+    out = Predictions()
     with tempfile.TemporaryDirectory(prefix="tubetune-eval-") as tmp:
         model = FasterWhisperTranscriber(_ct2_dir(model_dir, Path(tmp)), params.device,
                                          params.compute_type)
         for name, frame in sets.items():
-            texts[name], rtfs[name] = transcribe_manifest(frame, model, language, task,
-                                                          params.beam_size)
-    return texts, rtfs
+            vad = _longform_mode(name)
+            if vad is None:
+                out.texts[name], out.rtf[name] = transcribe_manifest(
+                    frame, model, language, task, params.beam_size)
+                continue
+            started, texts, windows = time.perf_counter(), [], []
+            for row in frame.itertuples(index=False):
+                result = transcribe_long(model.model, row.path, row.language or language, task,
+                                         params.beam_size, vad_filter=vad)
+                texts.append(result.text)
+                windows.append((result.windows, result.closed_windows))
+            seconds = float(frame["duration_s"].sum()) or 1.0
+            out.texts[name], out.windows[name] = texts, windows
+            out.rtf[name] = (time.perf_counter() - started) / seconds
+    return out
 
 
 def save_predictions(sets: dict[str, pd.DataFrame], predictions: Predictions,
                      out_dir: Path) -> None:
-    """``out_dir/predictions.csv`` (set, path, text) and ``out_dir/rtf.json``, atomically."""
-    texts, rtfs = predictions
-    frame = pd.concat([pd.DataFrame({"set": name, "path": f["path"], "text": texts[name]})
-                       for name, f in sets.items()])
+    """``out_dir/predictions.csv`` (set, path, text, windows) and ``rtf.json``, atomically."""
+    frames = []
+    for name, f in sets.items():
+        windows = predictions.windows.get(name, [(None, None)] * len(f))
+        frames.append(pd.DataFrame({
+            "set": name, "path": f["path"], "text": predictions.texts[name],
+            "windows": [w for w, _ in windows], "closed_windows": [c for _, c in windows]}))
+    frame = pd.concat(frames)
     with atomic_path(out_dir) as tmp:
         tmp.mkdir(parents=True)
         frame.to_csv(tmp / "predictions.csv", index=False, lineterminator="\n")
-        (tmp / "rtf.json").write_text(json.dumps({k: round(v, 4) for k, v in rtfs.items()},
-                                                 indent=2) + "\n")
+        (tmp / "rtf.json").write_text(json.dumps(
+            {k: round(v, 4) for k, v in predictions.rtf.items()}, indent=2) + "\n")
 
 
 def load_predictions(sets: dict[str, pd.DataFrame], out_dir: Path) -> Predictions:
     """What :func:`save_predictions` wrote, checked to cover exactly ``sets``' utterances."""
     frame = pd.read_csv(out_dir / "predictions.csv", dtype=str, keep_default_na=False)
     rtfs = json.loads((out_dir / "rtf.json").read_text())
-    texts = {}
+    out = Predictions()
     for name, f in sets.items():
         rows = frame[frame["set"] == name]
         if rows["path"].tolist() != f["path"].tolist():
             raise ValueError(f"{out_dir} holds predictions for other {name} utterances than "
                              f"the current ones; rerun the stage that writes it")
-        texts[name] = rows["text"].tolist()
-    return texts, rtfs
+        out.texts[name], out.rtf[name] = rows["text"].tolist(), rtfs[name]
+        if _longform_mode(name) is not None:
+            out.windows[name] = [(int(w), int(c)) for w, c in
+                                 zip(rows["windows"], rows["closed_windows"], strict=True)]
+    return out
 
 
 def evaluate_models(
@@ -162,23 +241,26 @@ def evaluate_models(
     rows = {
         name: frame.assign(set=name)[PREDICTION_COLUMNS].copy() for name, frame in sets.items()
     }
-    for model_name, (texts, rtfs) in predictions.items():
+    for model_name, prediction in predictions.items():
         for set_name, frame in sets.items():
-            hyps = texts[set_name]
+            hyps = prediction.texts[set_name]
             rows[set_name][model_name] = hyps
             rows[set_name][f"{model_name}_error"] = [
                 utterance_error_rate(r.text, h, r.language or language)
                 for r, h in zip(frame.itertuples(index=False), hyps, strict=True)
             ]
             rates = {**error_rates(frame["text"].tolist(), hyps, language).as_dict(),
-                     "rtf": round(rtfs[set_name], 3)}
+                     "rtf": round(prediction.rtf[set_name], 3)}
+            share = prediction.timestamp_share(set_name)
+            if share is not None:
+                rates["timestamp_share"] = share
             scores = metrics.setdefault(model_name, {})
             if set_name == "test":
                 scores.update(rates)
             else:
                 scores[set_name] = rates
             log.info("evaluate %s on %s: WER %.2f CER %.2f RTF %.3f", model_name, set_name,
-                     rates["wer"], rates["cer"], rtfs[set_name])
+                     rates["wer"], rates["cer"], rates["rtf"])
     _relative_changes(metrics, [m for m in predictions if m != "baseline"])
     with atomic_path(predictions_path) as tmp_csv:
         pd.concat(rows.values()).to_csv(tmp_csv, index=False, lineterminator="\n")

@@ -6,15 +6,19 @@ saved checkpoints, and weight-space interpolations ``(1 - a) * start + a * fine-
 between the round's start model and its final weights (robust fine-tuning, Wortsman et al.
 2022) — with the engine and settings that ship (CTranslate2 int8 through faster-whisper), on:
 
-- the validation split (in-domain: what the round should improve), and
+- the validation split (in-domain: what the round should improve),
 - the selection half of the general held-out set (another kind of speech: what it must not
-  forget).
+  forget), and
+- the whole validation videos, decoded window by window with timestamps (long-form: what
+  breaks when a fine-tune forgets to predict timestamps).
 
 The winner is the candidate with the lowest validation error among those whose held-out
 error stays within ``max_heldout_regression`` (relative) of both the base model and the
-round's start model (for later rounds, the round before). The start model itself (``a`` = 0)
-is always a candidate, so a round that cannot be trusted hands on what it started from, with
-a loud warning. The held-out half used here is never the one `evaluate` reports.
+round's start model (for later rounds, the round before), and whose long-form error and
+share of windows closed by a timestamp token stay within the same budget of the start
+model's. The start model itself (``a`` = 0) is always a candidate, so a round that cannot be
+trusted hands on what it started from, with a loud warning. The held-out half used here is
+never the one `evaluate` reports.
 """
 
 from __future__ import annotations
@@ -23,7 +27,7 @@ import json
 import logging
 import shutil
 import tempfile
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import pandas as pd
@@ -37,7 +41,8 @@ log = logging.getLogger(__name__)
 
 WEIGHTS = "model.safetensors"
 SNAPSHOTS = "snapshots"
-SCORED_SETS = ("validation", "heldout_select")
+LONGFORM = "validation_longform_sequential"
+SCORED_SETS = ("validation", "heldout_select", LONGFORM)
 
 
 @dataclass(frozen=True)
@@ -57,6 +62,8 @@ class Scored:
     a: float
     validation: float | None
     heldout_select: float | None
+    longform: float | None = None
+    timestamp_share: float | None = None
     vs_base: float | None = None
     vs_start: float | None = None
     within_budget: bool = True
@@ -114,9 +121,18 @@ def write_candidate(candidate: Candidate, start_dir: Path, train_dir: Path, out:
 
 def _errors(sets: dict[str, pd.DataFrame], predictions: Predictions,
             language: str) -> dict[str, float]:
-    texts, _ = predictions
-    return {name: round(error_rates(sets[name]["text"].tolist(), texts[name], language).primary, 2)
-            for name in sets}
+    """Primary error (percent) per set, plus the long-form set's timestamp share."""
+    errors = {name: round(error_rates(sets[name]["text"].tolist(), predictions.texts[name],
+                                      language).primary, 2) for name in sets}
+    share = predictions.timestamp_share(LONGFORM)
+    if share is not None:
+        errors["timestamp_share"] = share
+    return errors
+
+
+def _scored(name: str, a: float, errors: dict[str, float]) -> Scored:
+    return Scored(name, a, errors.get("validation"), errors.get("heldout_select"),
+                  errors.get(LONGFORM), errors.get("timestamp_share"))
 
 
 def choose(scored: list[Scored], base: dict[str, float], start: dict[str, float],
@@ -134,9 +150,12 @@ def choose(scored: list[Scored], base: dict[str, float], start: dict[str, float]
         if s.heldout_select is not None:
             vs_base = _ratio(s.heldout_select, base["heldout_select"])
             vs_start = _ratio(s.heldout_select, start["heldout_select"])
-            ok = all(s.heldout_select <= (1 + budget) * ref[ "heldout_select"] + 1e-9
+            ok = all(s.heldout_select <= (1 + budget) * ref["heldout_select"] + 1e-9
                      for ref in (base, start))
-        marked.append(Scored(s.name, s.a, s.validation, s.heldout_select, vs_base, vs_start, ok))
+        if s.longform is not None and LONGFORM in start:
+            ok = ok and s.longform <= (1 + budget) * start[LONGFORM] + 1e-9
+            ok = ok and s.timestamp_share >= (1 - budget) * start["timestamp_share"] - 1e-9
+        marked.append(replace(s, vs_base=vs_base, vs_start=vs_start, within_budget=ok))
     allowed = [s for s in marked if s.within_budget or s.a == 0]
     winner = min(allowed, key=lambda s: (
         s.validation if s.validation is not None else -s.a, s.a))
@@ -186,10 +205,8 @@ def guard_round(
                 shutil.rmtree(model_dir)
             if candidate.a == 0:
                 start = errors
-            scored.append(Scored(candidate.name, candidate.a, errors.get("validation"),
-                                 errors.get("heldout_select")))
-            log.info("guard %s: %s validation %s held-out %s", round_name, candidate.name,
-                     errors.get("validation"), errors.get("heldout_select"))
+            scored.append(_scored(candidate.name, candidate.a, errors))
+            log.info("guard %s: %s: %s", round_name, candidate.name, errors)
     scored, winner = choose(scored, base, start, params.max_heldout_regression)
     if winner.a == 0:
         log.warning("guard %s: NO fine-tuned candidate kept the held-out error within %.0f %% "
@@ -201,6 +218,7 @@ def guard_round(
     record = {
         "chosen": winner.name, "a": winner.a, "validation": winner.validation,
         "heldout_select": winner.heldout_select, "vs_base": winner.vs_base,
+        "longform": winner.longform, "timestamp_share": winner.timestamp_share,
         "kept_start_model": winner.a == 0, "budget": params.max_heldout_regression,
     }
     atomic_write_text(metrics_path, json.dumps(record, indent=2) + "\n")

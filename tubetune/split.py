@@ -14,6 +14,7 @@ import dataclasses
 import hashlib
 import json
 import logging
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,7 +25,7 @@ from tubetune.fsutil import atomic_path, atomic_write_text
 from tubetune.params import SplitParams
 from tubetune.segment import Span, write_chunks
 from tubetune.subtitles import pick_subtitle, read_vtt
-from tubetune.text import clean_target
+from tubetune.text import clean_target, uses_characters
 
 log = logging.getLogger(__name__)
 
@@ -208,6 +209,9 @@ def build_splits(videos: list[Video], out_dir: Path, metrics_path: Path, params:
         for split in SPLITS
     }
     report["rounds"] = {name: {"videos": keys} for name, keys in per_round.items()}
+    report["longform"] = _write_longform(
+        [v for v in videos if assignment[v.key] != "train" and v.subtitle is not None],
+        assignment, out_dir / "longform")
     atomic_write_text(metrics_path, json.dumps(report, indent=2) + "\n")
     for split in SPLITS:
         log.info("split %s: %d utterances, %.3f h, videos %s", split,
@@ -220,6 +224,30 @@ def build_splits(videos: list[Video], out_dir: Path, metrics_path: Path, params:
                          "than training videos?)")
     return frames
 
+
+
+LONGFORM_CSV = "longform.csv"
+LONGFORM_COLUMNS = ["set", "path", "text", "source", "item", "duration_s", "language"]
+
+
+def _write_longform(videos: list[Video], assignment: dict[str, str], out_dir: Path) -> int:
+    """Whole validation/test videos with subtitles for long-form scoring: each video's 16 kHz
+    audio (copied, so evaluation depends on the split alone) and its whole subtitle text."""
+    rows = []
+    with atomic_path(out_dir) as tmp:
+        tmp.mkdir(parents=True)
+        for video in videos:
+            name = f"{video.source}--{video.item}.wav"
+            shutil.copyfile(video.audio, tmp / name)
+            joiner = "" if uses_characters(video.language) else " "
+            text = joiner.join(clean_target(c.text) for c in read_vtt(video.subtitle))
+            rows.append({"set": assignment[video.key], "path": (out_dir / name).as_posix(),
+                         "text": text, "source": video.source, "item": video.item,
+                         "duration_s": round(video.duration_s, 3), "language": video.language})
+        frame = pd.DataFrame(rows, columns=LONGFORM_COLUMNS).sort_values(
+            ["set", "source", "item"], kind="stable")
+        frame.to_csv(tmp / LONGFORM_CSV, index=False, lineterminator="\n")
+    return len(rows)
 
 
 def load_videos(

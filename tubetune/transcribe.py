@@ -115,6 +115,54 @@ def _local_audio(source: str, workdir: Path) -> Path:
     return wav
 
 
+@dataclass(frozen=True)
+class LongForm:
+    """A long-form transcript and how the decoder moved through its 30 s windows."""
+
+    segments: list[Segment]
+    windows: int  # 30 s windows that produced text
+    closed_windows: int  # of those, windows where a segment ended on a timestamp token
+
+    @property
+    def text(self) -> str:
+        """The whole transcript, segments joined by spaces."""
+        return " ".join(s.text for s in self.segments)
+
+    @property
+    def timestamp_share(self) -> float:
+        """Share of windows closed by a timestamp token: a Whisper that stopped predicting
+        timestamps (the classic fine-tuning damage) scores near 0 and its sequential
+        long-form decoding jumps blindly from window to window."""
+        return self.closed_windows / self.windows if self.windows else 1.0
+
+
+def transcribe_long(
+    whisper: WhisperModel, audio: str | Path, language: str | None = None,
+    task: str = "transcribe", beam_size: int = 5, vad_filter: bool = True,
+    word_timestamps: bool = False,
+) -> LongForm:
+    """Transcribe a whole recording with timestamps: cut at pauses by Silero VAD
+    (``vad_filter``, what serve does) or decoded window after window (sequential, as
+    faster-whisper without VAD, whisper.cpp and transformers' long-form generate do)."""
+    from faster_whisper.tokenizer import Tokenizer
+
+    segments, info = whisper.transcribe(
+        str(audio), language=language, task=task, beam_size=beam_size, vad_filter=vad_filter,
+        condition_on_previous_text=False, word_timestamps=word_timestamps,
+    )
+    segments = list(segments)  # decoding happens while iterating
+    timestamp_begin = Tokenizer(whisper.hf_tokenizer, whisper.model.is_multilingual, task,
+                                info.language).timestamp_begin
+    closed: dict[int, bool] = {}
+    for s in segments:
+        ends_on_timestamp = bool(s.tokens) and s.tokens[-1] >= timestamp_begin
+        closed[s.seek] = closed.get(s.seek, False) or ends_on_timestamp
+    log.info("%s: %.1f s of audio, language %s, %d windows", audio, info.duration,
+             info.language, len(closed))
+    kept = [Segment(s.start, s.end, s.text.strip()) for s in segments if s.text.strip()]
+    return LongForm(kept, len(closed), sum(closed.values()))
+
+
 def transcribe_file(
     model: str, source: str, language: str | None = None, task: str = "transcribe",
     beam_size: int = 5, device: str = "auto", compute_type: str = "auto",
@@ -123,13 +171,7 @@ def transcribe_file(
     with tempfile.TemporaryDirectory(prefix="tubetune-transcribe-") as tmp:
         audio = _local_audio(source, Path(tmp))  # a bad input fails before any model work
         whisper = load_whisper(model, device, compute_type)
-        segments, info = whisper.transcribe(
-            str(audio), language=language, task=task, beam_size=beam_size, vad_filter=True,
-            condition_on_previous_text=False,
-        )
-        out = [Segment(s.start, s.end, s.text.strip()) for s in segments if s.text.strip()]
-        log.info("%s: %.1f s of audio, language %s", source, info.duration, info.language)
-        return out
+        return transcribe_long(whisper, audio, language, task, beam_size).segments
 
 
 def main(argv: list[str] | None = None) -> int:
