@@ -42,3 +42,28 @@ def test_chinese_hallucinations_and_runs() -> None:
                              "zh", P)[0] == "repetition"
     assert is_hallucination("시청해 주셔서 감사합니다.", "ko")
     assert not is_hallucination("오늘은 날씨가 좋습니다.", "ko")
+
+
+def test_hallucination_lists_per_language_fold_chinese_scripts() -> None:
+    from tubetune.filters import is_hallucination
+
+    assert is_hallucination("字幕制作人", "zh-TW")  # listed in Traditional, said in Simplified
+    assert is_hallucination("謝謝觀看！謝謝觀看。", "zh")
+    assert is_hallucination("喔喔喔喔喔", "zh")  # the zh-TW seed's runs of 喔 on music
+    assert not is_hallucination("今天我們來做番茄湯", "zh")
+    assert is_hallucination("시청해주셔서 감사합니다.", "ko")
+    assert not is_hallucination("오늘은 토마토 수프를 만들어 보겠습니다", "ko")
+
+
+def test_character_rate_bounds_follow_the_language() -> None:
+    from tubetune.filters import char_rate_bounds, text_rejection
+    from tubetune.params import LabelParams
+
+    params = LabelParams()
+    assert char_rate_bounds(params, "zh-TW") == (1.0, 12.0)
+    assert char_rate_bounds(params, "en") == (2.0, 30.0)
+    assert char_rate_bounds(LabelParams(max_chars_per_s=9.0), "ko") == (1.0, 9.0)
+    # 30 Mandarin characters in 2 s is no real speech; the same rate of English letters is.
+    assert text_rejection("我" * 5 + "們今天來做一道非常簡單的番茄湯大家好久不見了", 20, 2.0, "zh",
+                          params)[0] == "char_rate"
+    assert text_rejection("we are making a simple tomato soup", 9, 2.0, "en", params) is None

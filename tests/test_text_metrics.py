@@ -128,3 +128,21 @@ def test_saved_baseline_predictions_are_scored_and_stale_ones_refused(tmp_path) 
     test.iloc[:0].to_csv(tmp_path / "test.csv", index=False)
     with pytest.raises(ValueError, match="the test split has no utterances"):
         load_sets(tmp_path / "test.csv", None, "en")  # both evaluate stages stop here
+
+
+def test_chinese_cer_headline_and_script_insensitive_cer() -> None:
+    # Whisper answered in Simplified with one real error (步 -> 布): the plain CER counts
+    # the script as errors too, the folded one only the recognition error.
+    rates = error_rates(["今天天氣很好，我們去公園散步。"], ["今天天气很好我们去公园散布"], "zh-TW")
+    assert rates.unit == "char" and rates.primary == rates.cer
+    assert rates.cer_script_insensitive == pytest.approx(100 / 13)
+    assert rates.cer > 3 * rates.cer_script_insensitive
+    assert "cer_script_insensitive" not in error_rates(["a b"], ["a c"], "en").as_dict()
+
+
+def test_language_profiles() -> None:
+    from tubetune.languages import profile
+
+    assert (profile("zh-TW").metric, profile("zh-TW").whisper) == ("cer", "zh")
+    assert profile("ko").metric == "cer" and profile("en").metric == "wer"
+    assert profile("zh").chars_per_s == (1.0, 12.0) and profile(None).unit == "word"

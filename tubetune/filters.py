@@ -14,9 +14,10 @@ from collections import Counter
 from functools import cache
 from pathlib import Path
 
+from tubetune.languages import profile
 from tubetune.params import LabelParams
 from tubetune.teacher import Transcript
-from tubetune.text import base_language, normalize_for_metric, uses_characters
+from tubetune.text import base_language, fold_script, normalize_for_metric, uses_characters
 
 HALLUCINATION_DIR = Path(__file__).parent / "data" / "hallucinations"
 
@@ -30,14 +31,15 @@ def hallucination_phrases(language: str) -> frozenset[str]:
     if not path.is_file():
         return frozenset()
     lines = path.read_text(encoding="utf-8").splitlines()
-    phrases = (normalize_for_metric(ln, language) for ln in lines if not ln.startswith("#"))
+    phrases = (normalize_for_metric(fold_script(ln, language), language)
+               for ln in lines if not ln.startswith("#"))
     return frozenset(p for p in phrases if p)
 
 
 def is_hallucination(text: str, language: str) -> bool:
     """True when the whole text is made of known hallucination phrases (repeats included)."""
     phrases = hallucination_phrases(language)
-    rest = normalize_for_metric(text, language)
+    rest = normalize_for_metric(fold_script(text, language), language)
     if not phrases or not rest:
         return False
     sep = "" if uses_characters(language) else " "
@@ -73,6 +75,13 @@ def longest_char_run(text: str) -> int:
 def chars_per_second(text: str, duration_s: float) -> float:
     """Non-space characters per second of audio."""
     return len(re.sub(r"\s", "", text)) / duration_s if duration_s > 0 else 0.0
+
+
+def char_rate_bounds(params: LabelParams, language: str | None) -> tuple[float, float]:
+    """``labels.min/max_chars_per_s``, each ``auto`` taken from the language's profile."""
+    low, high = profile(language).chars_per_s
+    return (low if params.min_chars_per_s == "auto" else float(params.min_chars_per_s),
+            high if params.max_chars_per_s == "auto" else float(params.max_chars_per_s))
 
 
 def teacher_rejection(
@@ -113,8 +122,9 @@ def text_rejection(
     if run > params.max_char_run:
         return "repetition", f"a character repeated {run} times in a row"
     cps = chars_per_second(text, duration_s)
-    if not params.min_chars_per_s <= cps <= params.max_chars_per_s:
-        return "char_rate", f"{cps:.1f} characters/s"
+    low, high = char_rate_bounds(params, language)
+    if not low <= cps <= high:
+        return "char_rate", f"{cps:.1f} characters/s (allowed {low:g}-{high:g})"
     if num_tokens > params.max_label_tokens:
         return "too_long", f"{num_tokens} tokens"
     return None

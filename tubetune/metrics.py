@@ -7,7 +7,8 @@ from dataclasses import asdict, dataclass
 
 import jiwer
 
-from tubetune.text import normalize_for_metric, uses_characters
+from tubetune.languages import profile
+from tubetune.text import fold_script, normalize_for_metric, uses_characters
 
 
 @dataclass(frozen=True)
@@ -21,6 +22,9 @@ class ErrorRates:
     insertions: int
     reference_units: int
     unit: str  # "word" or "char": which of WER/CER is the primary metric
+    # Chinese: CER with Traditional and Simplified folded to one script, so recognition
+    # errors show apart from script errors (Whisper often answers zh in Simplified).
+    cer_script_insensitive: float | None = None
 
     @property
     def primary(self) -> float:
@@ -30,8 +34,11 @@ class ErrorRates:
     def as_dict(self) -> dict[str, float | int | str]:
         """JSON-ready, rounded to 2 decimals."""
         data = asdict(self)
-        for key in ("wer", "cer"):
-            data[key] = round(data[key], 2)
+        if data["cer_script_insensitive"] is None:
+            del data["cer_script_insensitive"]
+        for key in ("wer", "cer", "cer_script_insensitive"):
+            if key in data:
+                data[key] = round(data[key], 2)
         return data
 
 
@@ -53,6 +60,10 @@ def error_rates(refs: Sequence[str], hyps: Sequence[str], language: str | None) 
     chars = jiwer.process_characters(refs_n, hyps_n)
     by_char = uses_characters(language)
     edits = chars if by_char else words
+    folded = None
+    if profile(language).fold_script:
+        folded = 100.0 * jiwer.cer([fold_script(r, language) for r in refs_n],
+                                   [fold_script(h, language) for h in hyps_n])
     return ErrorRates(
         wer=100.0 * words.wer,
         cer=100.0 * chars.cer,
@@ -61,6 +72,7 @@ def error_rates(refs: Sequence[str], hyps: Sequence[str], language: str | None) 
         insertions=edits.insertions,
         reference_units=edits.hits + edits.substitutions + edits.deletions,
         unit="char" if by_char else "word",
+        cer_script_insensitive=folded,
     )
 
 

@@ -105,8 +105,8 @@ class LabelParams:
     min_unique_word_ratio: float = 0.3
     max_ngram_repeats: int = 4
     max_char_run: int = 8
-    min_chars_per_s: float = 2.0
-    max_chars_per_s: float = 30.0
+    min_chars_per_s: float | str = "auto"  # auto: the language's bounds (tubetune/languages.py)
+    max_chars_per_s: float | str = "auto"
     max_label_tokens: int = 448
     hallucination_phrases: bool = True
     normalize: NormalizeParams = field(default_factory=NormalizeParams)
@@ -438,11 +438,16 @@ def _check_values(p: Params, origin: str) -> None:
             raise bad(f"labels.{name}", "must be in [0, 1]")
     if lb.max_subtitle_disagreement is not None and lb.max_subtitle_disagreement < 0:
         raise bad("labels.max_subtitle_disagreement", "must be >= 0 (a percentage)")
-    for name in ("max_compression_ratio", "max_ngram_repeats", "max_char_run", "max_chars_per_s"):
+    for name in ("max_compression_ratio", "max_ngram_repeats", "max_char_run"):
         if getattr(lb, name) <= 0:
             raise bad(f"labels.{name}", "must be > 0")
-    if not 0 <= lb.min_chars_per_s < lb.max_chars_per_s:
-        raise bad("labels.min_chars_per_s", "must be >= 0 and below labels.max_chars_per_s")
+    for name in ("min_chars_per_s", "max_chars_per_s"):
+        value = getattr(lb, name)
+        if value != "auto" and (isinstance(value, str) or value < 0):
+            raise bad(f"labels.{name}", f"expected auto or a number >= 0, got {value!r}")
+    rates = (lb.min_chars_per_s, lb.max_chars_per_s)
+    if not any(isinstance(r, str) for r in rates) and not rates[0] < rates[1]:
+        raise bad("labels.min_chars_per_s", "must be below labels.max_chars_per_s")
     if not 0 < lb.max_label_tokens <= 448:
         raise bad("labels.max_label_tokens", "must be in (0, 448] (Whisper's decoder limit)")
     norm = lb.normalize

@@ -13,7 +13,10 @@ Two engines behind one interface (:class:`Teacher`):
   decoder pass so that avg log-prob, no-speech and language probabilities mean the same as
   faster-whisper's.
 
-No engine conditions on previous text: each chunk is decoded on its own.
+No engine conditions on previous text: each chunk is decoded on its own. faster-whisper
+decodes one clip at a time with timestamps (Whisper's own default mode) and keeps the
+segment times (``Transcript.timings``), from which training builds timestamped targets; its
+batched path and the transformers engine decode without timestamps (timings unknown).
 
 Reproducibility: decoding at temperature 0 uses no random numbers. The sampled fallback
 does, so each engine seeds its generator (:data:`SAMPLING_SEED`): CTranslate2's generator
@@ -25,6 +28,7 @@ order (what :mod:`tubetune.sharding` does); transformers reseeds torch for every
 
 from __future__ import annotations
 
+import json
 import logging
 import zlib
 from collections.abc import Sequence
@@ -58,6 +62,7 @@ class Transcript:
     no_speech_prob: float
     compression_ratio: float
     num_tokens: int
+    timings: str = ""  # JSON [[start_ms, end_ms, text], ...] of the decoded segments; "" unknown
 
 
 @dataclass(frozen=True)
@@ -211,11 +216,12 @@ class FasterWhisperTranscriber:
             beam_size=beam_size,
             temperature=list(temperatures),
             condition_on_previous_text=False,
-            without_timestamps=True,
             vad_filter=False,
         )
         segments = list(segments)
         text = " ".join(s.text.strip() for s in segments if s.text.strip())
+        timings = [[round(s.start * 1000), round(s.end * 1000), s.text.strip()]
+                   for s in segments if s.text.strip()]
         tokens = sum(len(s.tokens) for s in segments)
         weighted = sum(s.avg_logprob * max(len(s.tokens), 1) for s in segments)
         weights = sum(max(len(s.tokens), 1) for s in segments)
@@ -227,6 +233,7 @@ class FasterWhisperTranscriber:
             no_speech_prob=float(segments[0].no_speech_prob) if segments else 1.0,
             compression_ratio=compression_ratio(text),
             num_tokens=tokens,
+            timings=json.dumps(timings, ensure_ascii=False) if timings else "",
         )
 
     def transcribe_batch(

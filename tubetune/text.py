@@ -15,13 +15,12 @@ import unicodedata
 from functools import lru_cache
 from typing import TYPE_CHECKING
 
+from tubetune.languages import base_language, profile
+
 if TYPE_CHECKING:
     from collections.abc import Callable
 
     from tubetune.params import NormalizeParams
-
-# Languages written without spaces between words: WER is meaningless there, use CER.
-CHARACTER_LANGUAGES = frozenset({"zh", "ja", "ko", "th", "lo", "my", "km", "yue", "bo"})
 
 
 @lru_cache(maxsize=2)
@@ -36,19 +35,21 @@ def _whisper_normalizer(english: bool) -> Callable[[str], str]:
     return EnglishTextNormalizer({}) if english else BasicTextNormalizer()
 
 
-def base_language(language: str | None) -> str:
-    """``zh-TW`` -> ``zh``; ``None`` -> ``""``."""
-    return (language or "").split("-")[0].lower()
-
-
 def whisper_language(language: str | None) -> str | None:
     """Whisper's language token name for a code (``zh-TW`` -> ``zh``); None stays None."""
-    return base_language(language) or None
+    return profile(language).whisper
 
 
 def uses_characters(language: str | None) -> bool:
     """True when the language is scored by CER rather than WER."""
-    return base_language(language) in CHARACTER_LANGUAGES
+    return profile(language).unit == "char"
+
+
+def fold_script(text: str, language: str | None) -> str:
+    """``text`` with script variants mapped to one (Chinese: Traditional -> Simplified), so
+    comparisons count recognition errors apart from script choice; other languages as is."""
+    config = profile(language).fold_script
+    return _opencc(config).convert(text) if config else text
 
 
 def clean_target(text: str) -> str:
