@@ -3,7 +3,7 @@
 A stage's outputs can change whenever code it runs changes, so every module a stage script
 imports, directly or through other modules, lazily inside functions included, must be a
 ``deps`` entry of that stage in ``dvc.yaml``; otherwise ``dvc repro`` calls stale outputs
-up to date. :func:`missing_deps` lists the gaps.
+up to date. :func:`missing_deps` lists the gaps; ``scripts/sync_stage_deps.py`` fills them.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ PACKAGE = "tubetune"
 EXEMPT = {"tubetune/__init__.py", "tubetune/stage.py"}
 # Data files read by a module: a stage running the module depends on them too.
 DATA_FILES = {"tubetune/filters.py": ["tubetune/data/hallucinations"]}
-_SCRIPT = re.compile(r"python (?:-m \S+ )?(stages/\w+\.py)")
+SCRIPT_IN_CMD = re.compile(r"python (?:-m \S+ )?(stages/\w+\.py)")
 
 
 def imported_modules(path: Path, root: Path = ROOT) -> set[str]:
@@ -64,7 +64,7 @@ def missing_deps(dvc_yaml: dict, root: Path = ROOT) -> dict[str, list[str]]:
     missing = {}
     for name, stage in dvc_yaml["stages"].items():
         body = stage.get("do", stage)
-        match = _SCRIPT.search(body["cmd"])
+        match = SCRIPT_IN_CMD.search(body["cmd"])
         if not match:
             continue
         listed = {d if isinstance(d, str) else next(iter(d)) for d in body.get("deps", [])}
