@@ -4,7 +4,7 @@ from pathlib import Path
 
 from tubetune import stage
 from tubetune.params import load_params
-from tubetune.split import build_splits, load_videos
+from tubetune.split import build_splits, load_videos, sources_left_out
 
 
 def main(argv: list[str]) -> None:
@@ -17,6 +17,7 @@ def main(argv: list[str]) -> None:
     build_splits(
         videos, Path("data/split"), Path("metrics/split.json"), params.split,
         rounds={name: r.sources for name, r in params.rounds.items()}, language=params.language,
+        left_out=sources_left_out(list(params.sources), videos, Path("data/raw")),
     )
 
 

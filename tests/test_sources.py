@@ -320,13 +320,17 @@ def test_strict_mode_raises(media: dict[str, bytes], server: MediaServer, tmp_pa
     assert _manifest(out)["item"].tolist() == ["generic-ok"]  # good work is still kept
 
 
-def test_nothing_succeeded_raises_one_line(server: MediaServer, tmp_path: Path):
-    with pytest.raises(StageError) as err:
-        download_source("none", [server.url("/gone.mp3")], tmp_path / "raw")
+def test_a_dead_source_leaves_an_empty_reported_output(server: MediaServer, tmp_path: Path):
+    report = download_source("none", [server.url("/gone.mp3")], tmp_path / "raw")
+    assert not report.ok and "HTTP Error 404" in report.failed[0].reason
+    assert _manifest(tmp_path / "raw").empty
+    failed = json.loads((tmp_path / "raw" / "report.json").read_text())["failed"]
+    assert "HTTP Error 404" in failed[0]["reason"]
 
-    message = str(err.value)
-    assert "nothing succeeded" in message and "HTTP Error 404" in message
-    assert "\n" not in message
+    with pytest.raises(StageError) as err:  # strict: the stage fails, in one line
+        download_source("none", [server.url("/gone.mp3")], tmp_path / "strict",
+                        options=DownloadOptions(strict=True))
+    assert "HTTP Error 404" in str(err.value) and "\n" not in str(err.value)
 
 
 # ------------------------------------------------------------------------------- filters

@@ -74,3 +74,28 @@ def test_more_rounds_than_videos_is_a_clear_error(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="has no training videos"):
         build_splits(videos, tmp_path / "split", tmp_path / "m.json", SplitParams(),
                      rounds={"r1": [], "r2": [], "r3": []})
+
+
+def test_a_video_in_several_sources_is_split_once_and_reported(tmp_path: Path) -> None:
+    import dataclasses
+    import json
+
+    # A channel and two playlists sharing videos (same site id), plus one local file listed
+    # twice (same bytes, generic extractor: its name-derived id alone would prove nothing).
+    channel = [dataclasses.replace(video("channel", f"youtube-v{i}", 60.0),
+                                   identities=(f"youtube:v{i}",)) for i in range(6)]
+    playlist = [dataclasses.replace(video("playlist", f"youtube-v{i}", 60.0),
+                                    identities=(f"youtube:v{i}",)) for i in (1, 3, 5)]
+    local = [dataclasses.replace(video(name, "generic-talk", 60.0), identities=("sha256:ab",))
+             for name in ("local-a", "local-b")]
+    frames = build_splits(channel + local + playlist, tmp_path / "split", tmp_path / "s.json",
+                          SplitParams(), left_out={"dead": "gone.mp4: no such file"})
+    keys = {name: set(frame["source"] + "/" + frame["item"]) for name, frame in frames.items()}
+    all_keys = [k for ks in keys.values() for k in ks]
+    assert len(all_keys) == len(set(all_keys)) == 7  # every video exactly once
+    assert not any(k.startswith(("playlist/", "local-b/")) for k in all_keys)
+    report = json.loads((tmp_path / "s.json").read_text())
+    assert {(d["video"], d["kept_as"]) for d in report["duplicates"]} == {
+        *((f"playlist/youtube-v{i}", f"channel/youtube-v{i}") for i in (1, 3, 5)),
+        ("local-b/generic-talk", "local-a/generic-talk")}
+    assert report["left_out_sources"] == {"dead": "gone.mp4: no such file"}

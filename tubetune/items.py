@@ -1,8 +1,10 @@
 """Per-item bookkeeping shared by every stage that processes a list of items.
 
 A stage processes many items (videos, audio files, chunks). One bad item must not sink the
-others: each failure is recorded with its reason, the good items are kept, and the stage
-fails only when nothing at all succeeded (or when the user asked for ``strict`` runs).
+others: each failure is recorded with its reason and the good items are kept. A source
+whose every item failed (a removed video, a typo in a path) leaves empty, reported outputs
+and the pipeline goes on with the other sources (``split`` names it); only ``strict`` runs
+fail the stage.
 """
 
 from __future__ import annotations
@@ -66,11 +68,13 @@ class ItemReport:
         atomic_write_text(path, json.dumps(data, indent=2, ensure_ascii=False) + "\n")
 
     def finish(self, path: Path | None = None, strict: bool = False) -> None:
-        """Write the report (if ``path``), log the summary, raise if the stage must fail."""
+        """Write the report (if ``path``), log the summary; raise in ``strict`` mode when an
+        item failed. A source with nothing usable is a loud warning, not a failed stage."""
         if path is not None:
             self.write(path)
         log.info(self.summary())
         if self.failed and strict:
             raise StageError(f"{self.summary()} (strict mode); first: {self.failed[0].reason}")
         if not self.ok and self.failed:
-            raise StageError(f"{self.summary()}: nothing succeeded; first: {self.failed[0].reason}")
+            log.warning("%s: nothing usable, the source is left out; first: %s",
+                        self.summary(), self.failed[0].reason)

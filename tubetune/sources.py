@@ -277,8 +277,8 @@ def download_source(
     """Download every item of one source into ``out_dir``; return the per-item report.
 
     Writes media, subtitles, ``<stem>.info.json``, ``manifest.csv`` and ``report.json``.
-    Raises ``ValueError`` for a bad entry and ``StageError`` when nothing succeeded (or, in
-    strict mode, when anything failed).
+    Raises ``ValueError`` for a bad entry and, in strict mode, ``StageError`` when an item
+    failed; without strict a source where nothing succeeded ends empty and reported.
     """
     url_list = _check_urls(urls)
     language = _check_language(language)

@@ -17,6 +17,7 @@ import logging
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 import soundfile as sf
@@ -45,6 +46,7 @@ class Video:
     labels: pd.DataFrame
     subtitle: Path | None
     audio: Path
+    identities: tuple[str, ...] = ()  # media sha256, extractor:id: equal ones are one video
 
     @property
     def key(self) -> str:
@@ -157,13 +159,19 @@ def external_rows(csv_path: Path, language: str) -> list[dict]:
 
 def build_splits(videos: list[Video], out_dir: Path, metrics_path: Path, params: SplitParams,
                  rounds: dict[str, list[str]] | None = None,
-                 language: str = "en") -> dict[str, pd.DataFrame]:
+                 language: str = "en",
+                 left_out: dict[str, str] | None = None) -> dict[str, pd.DataFrame]:
     """Write ``train/validation/test.csv`` (+ gold utterance audio), the per-round training
     slices ``rounds/<name>/train.csv`` and a split report.
 
-    With ``params.external_test`` the test split is that fixed CSV and every video goes to
-    train or validation.
+    A video found in several sources is split once (:func:`drop_duplicates`); ``left_out``
+    (source -> why it has no usable video) goes into the report. With
+    ``params.external_test`` the test split is that fixed CSV and every video goes to train
+    or validation.
     """
+    videos, duplicates = drop_duplicates(videos)
+    for source, why in sorted((left_out or {}).items()):
+        log.warning("split: source %s has no usable video and is left out: %s", source, why)
     if not videos:
         raise ValueError("split: no labelled videos to split")
     external = Path(params.external_test) if params.external_test else None
@@ -209,6 +217,8 @@ def build_splits(videos: list[Video], out_dir: Path, metrics_path: Path, params:
         for split in SPLITS
     }
     report["rounds"] = {name: {"videos": keys} for name, keys in per_round.items()}
+    report["duplicates"] = duplicates
+    report["left_out_sources"] = dict(sorted((left_out or {}).items()))
     report["longform"] = _write_longform(
         [v for v in videos if assignment[v.key] != "train" and v.subtitle is not None],
         assignment, out_dir / "longform")
@@ -271,5 +281,57 @@ def load_videos(
                 labels=labels[labels["item"] == row.item],
                 subtitle=pick_subtitle(raw_root / source, row.subtitles, row.language or language),
                 audio=resampled_root / source / f"{row.item}.wav",
+                identities=_identities(row),
             ))
     return videos
+
+
+def sources_left_out(sources: list[str], videos: list[Video], raw_root: Path) -> dict[str, str]:
+    """Sources without a single usable video, each with the first reason its download
+    report gives (or why the later stages dropped everything)."""
+    have = {v.source for v in videos}
+    left = {}
+    for source in sorted(set(sources) - have):
+        report = raw_root / source / "report.json"
+        failed = json.loads(report.read_text()).get("failed", []) if report.is_file() else []
+        left[source] = (f"{failed[0]['item']}: {failed[0]['reason']}" if failed
+                        else "no item survived conversion, labelling and filtering")
+    return left
+
+
+# Extractors whose ids are file or URL basenames: equal ids do not make equal videos.
+_NAME_IDS = frozenset({"generic", "html5", ""})
+
+
+def _identities(row: Any) -> tuple[str, ...]:
+    """What makes two manifest rows the same video: the media bytes, or a site's own id."""
+    found = []
+    if getattr(row, "sha256", ""):
+        found.append(f"sha256:{row.sha256}")
+    extractor = str(getattr(row, "extractor", "")).lower()
+    if extractor not in _NAME_IDS and getattr(row, "id", ""):
+        found.append(f"{extractor}:{row.id}")
+    return tuple(found)
+
+
+def drop_duplicates(videos: list[Video]) -> tuple[list[Video], list[dict[str, str]]]:
+    """The videos with each one kept once, and the duplicates found.
+
+    The same video is often in two sources (a channel and one of its playlists, two playlists,
+    one local file listed twice); were both kept it could land in train under one source and
+    in test under the other. The first in ``videos``' order (sources sorted by name) keeps it.
+    """
+    owner: dict[str, str] = {}
+    kept, duplicates = [], []
+    for video in videos:
+        same = next((owner[i] for i in video.identities if i in owner), None)
+        if same is not None:
+            duplicates.append({"video": video.key, "kept_as": same,
+                               "by": next(i for i in video.identities if i in owner)})
+            log.warning("split: %s is the same video as %s; kept once, as %s", video.key, same,
+                        same)
+            continue
+        for identity in video.identities:
+            owner[identity] = video.key
+        kept.append(video)
+    return kept, duplicates
