@@ -16,7 +16,7 @@ setup-dev:
 # Set up, then run the whole pipeline on the bundled sample with the bundled model.
 pipeline: setup
 	dvc repro
-	dvc metrics show
+	python scripts/results.py
 
 # Set up (with the test tools), then lint and run every test (slow end-to-end tests included).
 test: setup-dev

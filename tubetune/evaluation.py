@@ -24,6 +24,7 @@ from tqdm import tqdm
 
 from tubetune.audio import load_audio
 from tubetune.fsutil import atomic_path, atomic_write_text
+from tubetune.languages import profile
 from tubetune.metrics import error_rates, utterance_error_rate
 from tubetune.params import EvaluateParams
 from tubetune.split import LONGFORM_CSV, external_rows
@@ -287,6 +288,48 @@ def _relative_changes(metrics: dict[str, dict], tuned: list[str]) -> None:
                         rates[f"relative_{key}_change_pct"] = round(
                             (rates[key] - base[set_name][key]) / base[set_name][key] * 100, 2
                         )
+
+
+HEADLINE_SETS = {"test": "test", "heldout": "heldout", "longform": "longform_sequential"}
+
+
+def headline(metrics: dict[str, dict], language: str, hours_trained: float,
+             guard: dict | None) -> dict[str, float | str]:
+    """The handful of figures people compare across experiments (``dvc exp show``): the
+    headline error (CER for zh/ja/ko/th, else WER) of the exported model and of the base on
+    each set, the long-form timestamp share, the hours trained on and the guard's choice."""
+    unit = profile(language).metric
+    out: dict[str, float | str] = {}
+    for label, name in HEADLINE_SETS.items():
+        for model, suffix in (("finetuned", ""), ("baseline", "_base")):
+            scores = metrics.get(model, {})
+            scores = scores if name == "test" else scores.get(name)
+            if scores:
+                out[f"{label}_{unit}{suffix}"] = scores[unit]
+                if "cer_script_insensitive" in scores and not suffix:
+                    out[f"{label}_cer_script_insensitive"] = scores["cer_script_insensitive"]
+    for model, suffix in (("finetuned", ""), ("baseline", "_base")):
+        share = metrics.get(model, {}).get("longform_sequential", {}).get("timestamp_share")
+        if share is not None:
+            out[f"timestamp_share{suffix}"] = share
+    out["hours_trained"] = round(hours_trained, 4)
+    if guard:
+        out["guard_choice"] = guard["chosen"]
+    return out
+
+
+def render_headline(summary: dict[str, float | str]) -> str:
+    """The headline as a short table: base vs exported per set, and the relative change."""
+    lines = [f"{'':<26}{'base':>9}{'exported':>10}{'change':>9}"]
+    for key, tuned in summary.items():
+        base = summary.get(f"{key}_base")
+        if key.endswith("_base") or base is None:
+            continue
+        change = f"{(tuned - base) / base * 100:+.0f} %" if base else ""
+        lines.append(f"{key.replace('_', ' '):<26}{base:>9.2f}{tuned:>10.2f}{change:>9}")
+    extra = [f"{k.replace('_', ' ')}: {v}" for k, v in summary.items()
+             if not k.endswith("_base") and f"{k}_base" not in summary]
+    return "\n".join(lines + extra)
 
 
 def comparison_table(metrics: dict[str, dict], path: Path) -> None:
