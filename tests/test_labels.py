@@ -1,5 +1,6 @@
-"""Label stage: subtitle cutting at chunk edges, the report, and the filters on real audio."""
+"""Label stage: subtitle labels of whole cues, the report, and the filters on real audio."""
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -11,7 +12,13 @@ from tubetune.filters import teacher_rejection
 from tubetune.labels import label_report, label_source
 from tubetune.params import LabelParams
 from tubetune.sharding import TeacherSpec, gpu_count
-from tubetune.subtitles import Cue, cut_fraction, read_vtt, text_in_span
+from tubetune.subtitles import (
+    Cue,
+    cut_fraction,
+    join_texts,
+    read_vtt,
+    text_in_span,
+)
 from tubetune.teacher import pick_beam_size
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -25,6 +32,44 @@ def test_subtitle_cutting_at_chunk_edges() -> None:
     assert text_in_span(cues, 0, 5100) == "one two three"  # "three" mostly inside
     assert cut_fraction(cues, 0, 4000) == 0.0
     assert cut_fraction(cues, 1000, 4000) == pytest.approx(1000 / 3000)
+
+
+def test_cue_texts_join_without_spaces_only_between_chinese_or_japanese() -> None:
+    assert join_texts(["Hello there.", "General Kenobi."]) == "Hello there. General Kenobi."
+    assert join_texts(["你好，", "今天天气很好。"]) == "你好，今天天气很好。"
+    assert join_texts(["こんにちは。", "元気ですか？"]) == "こんにちは。元気ですか？"
+    assert join_texts(["안녕하세요.", "반갑습니다."]) == "안녕하세요. 반갑습니다."  # spaced
+    assert join_texts(["我用", "iPhone 拍的"]) == "我用 iPhone 拍的"
+    assert text_in_span([Cue(0, 1000, "你好"), Cue(1000, 2000, "世界")], 0, 2000) == "你好世界"
+
+
+def _subtitled_source(tmp_path: Path, vtt: str, language: str, rows: list[dict]) -> tuple:
+    """A download manifest with one subtitled item and a segments.csv of ``rows``."""
+    raw, segments = tmp_path / "raw", tmp_path / "segments"
+    raw.mkdir()
+    segments.mkdir()
+    (raw / f"talk.{language}.vtt").write_text(vtt, encoding="utf-8")
+    pd.DataFrame([{"item": "talk", "language": language, "subtitles": f"talk.{language}.vtt"}]
+                 ).to_csv(raw / "manifest.csv", index=False)
+    pd.DataFrame([  # the chunk files need not exist: nothing reads the audio
+        {"source": "s", "item": "talk", "duration_s": (r["end_ms"] - r["start_ms"]) / 1000,
+         "path": f"talk_{r['start_ms']}.wav", **r} for r in rows
+    ]).to_csv(segments / "segments.csv", index=False)
+    return raw, segments
+
+
+def test_chinese_label_joins_whole_cues_and_keeps_their_timings(tmp_path: Path) -> None:
+    vtt = ("WEBVTT\n\n00:00:00.000 --> 00:00:01.500\n你好，\n\n"
+           "00:00:01.500 --> 00:00:04.000\n今天天气很好。\n")
+    cues = json.dumps([[0, 0, 1500, "你好，"], [1, 1500, 4000, "今天天气很好。"]])
+    raw, segments = _subtitled_source(tmp_path, vtt, "zh-TW",
+                                      [{"start_ms": 100, "end_ms": 4200, "cues": cues}])
+    params = LabelParams(source="subtitles", max_subtitle_disagreement=None)
+    label_source(segments, raw, tmp_path / "out", "s", model_dir=tmp_path / "no-model",
+                 language="zh-TW", task="transcribe", params=params)
+    (row,) = pd.read_csv(tmp_path / "out/labels.csv").itertuples()
+    assert row.text == "你好，今天天氣很好。"  # no space between the cues; s2twp applied
+    assert json.loads(row.timings) == [[0, 1400, "你好，"], [1400, 3900, "今天天氣很好。"]]
 
 
 def test_beam_size_auto_is_greedy_on_cpu_and_beam_5_on_gpu() -> None:
@@ -54,30 +99,29 @@ def test_label_report(tmp_path: Path) -> None:
                  ).to_csv(src / "labels.csv", index=False)
     pd.DataFrame({"duration_s": [36.0, 72.0], "reason": ["no_speech", "no_speech"]}
                  ).to_csv(src / "rejects.csv", index=False)
+    (src / "subtitles.json").write_text('{"subtitle_s": 3600.0, "kept_s": 2700.0}')
     out = label_report(tmp_path / "labels", ["a", "missing"], tmp_path / "m.json")
     assert out["total"]["kept"] == {"chunks": 2, "hours": 1.5}
     assert out["total"]["rejected"]["no_speech"] == {"chunks": 2, "hours": 0.03}
+    assert out["sources"]["a"]["subtitle_time_kept"] == out["total"]["subtitle_time_kept"] == 0.75
+    assert out["total"]["subtitle_hours"] == 1.0
+    assert out["sources"]["missing"]["subtitle_time_kept"] is None  # no subtitles
     assert (tmp_path / "m.json").is_file()
 
 
 def test_trusted_subtitles_need_no_teacher(tmp_path: Path) -> None:
-    raw, segments = tmp_path / "raw", tmp_path / "segments"
-    raw.mkdir()
-    segments.mkdir()
-    (raw / "talk.en.vtt").write_text(
-        "WEBVTT\n\n00:00:00.000 --> 00:00:02.000\nHello there.\n\n"
-        "00:00:02.000 --> 00:00:04.000\nGeneral Kenobi.\n", encoding="utf-8")
-    pd.DataFrame([{"item": "talk", "language": "en", "subtitles": "talk.en.vtt"}]).to_csv(
-        raw / "manifest.csv", index=False)
-    pd.DataFrame([  # the chunk files need not exist: nothing reads the audio
-        {"source": "s", "item": "talk", "start_ms": a, "end_ms": a + 2000, "duration_s": 2.0,
-         "path": f"talk_{a}.wav"} for a in (0, 2000, 4000)
-    ]).to_csv(segments / "segments.csv", index=False)
+    # Chunks that do not name their cues (cut otherwise): the cues mostly inside each.
+    raw, segments = _subtitled_source(
+        tmp_path, "WEBVTT\n\n00:00:00.000 --> 00:00:02.000\nHello there.\n\n"
+        "00:00:02.000 --> 00:00:04.000\nGeneral Kenobi.\n", "en",
+        [{"start_ms": a, "end_ms": a + 2000} for a in (0, 2000, 4000)])
     params = LabelParams(source="subtitles", max_subtitle_disagreement=None)
     report = label_source(segments, raw, tmp_path / "out", "s", model_dir=tmp_path / "no-model",
                           language="en", task="transcribe", params=params)
     labels = pd.read_csv(tmp_path / "out/labels.csv")
     assert labels["text"].tolist() == ["Hello there.", "General Kenobi."]
+    assert labels["timings"].tolist() == ['[[0,2000,"Hello there."]]',
+                                          '[[0,2000,"General Kenobi."]]']
     assert set(labels["label_source"]) == {"subtitles"}
     assert labels["avg_logprob"].isna().all() and labels["pseudo_text"].isna().all()
     rejects = pd.read_csv(tmp_path / "out/rejects.csv")
