@@ -1,25 +1,34 @@
-"""Label stage: subtitle labels of whole cues, the report, and the filters on real audio."""
+"""Label stage: subtitle labels of whole cues, the report, the data chain on the sample with
+its subtitles, and the filters on real audio."""
 
 import json
+from itertools import pairwise
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 
-from tubetune.audio import load_audio
+from tubetune.audio import convert_source, load_audio, resample_source
 from tubetune.filters import teacher_rejection
 from tubetune.labels import label_report, label_source
-from tubetune.params import LabelParams
+from tubetune.params import LabelParams, SplitParams
+from tubetune.segment import segment_source
 from tubetune.sharding import TeacherSpec, gpu_count
+from tubetune.sources import DownloadOptions, download_source
+from tubetune.split import build_splits, load_videos
 from tubetune.subtitles import (
     Cue,
+    cues_in_span,
     cut_fraction,
     join_texts,
+    label_cues,
+    load_covered,
     read_vtt,
     text_in_span,
 )
 from tubetune.teacher import pick_beam_size
+from tubetune.text import clean_target
 
 ROOT = Path(__file__).resolve().parents[1]
 SR = 16000
@@ -129,6 +138,78 @@ def test_trusted_subtitles_need_no_teacher(tmp_path: Path) -> None:
     assert not report.failed
 
 
+SNAP_MS = 300
+
+
+@pytest.fixture(scope="module")
+def sample_chain(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    """The data stages on the bundled sample, as one source, labelled by its subtitles
+    alone (no teacher), then the label report and the split."""
+    root = tmp_path_factory.mktemp("chain")
+    d = {stage: root / stage / "s" for stage in ("raw", "converted", "resampled", "segments",
+                                                 "labels")}
+    media = sorted(str(p) for p in (ROOT / "data/sample").glob("*.*")
+                   if p.suffix not in (".vtt", ".md"))
+    download_source("s", media, d["raw"], "en", DownloadOptions())
+    convert_source(d["raw"], d["converted"], "s")
+    resample_source(d["converted"], d["resampled"], "s")
+    cues = label_cues(d["raw"], "en", "subtitles")
+    segment_source(d["resampled"], d["segments"], "s", "vad", 10, 2, 1.0, 30, 200,
+                   cues=cues, cue_snap_ms=SNAP_MS)
+    params = LabelParams(source="subtitles", max_subtitle_disagreement=None)
+    label_source(d["segments"], d["raw"], d["labels"], "s", model_dir=root / "no-model",
+                 language="en", task="transcribe", params=params)
+    report = label_report(root / "labels", ["s"], root / "labels.json")
+    videos = load_videos({"s": "en"}, root / "raw", root / "resampled", root / "labels")
+    splits = build_splits(videos, root / "split", root / "split.json", SplitParams())
+    return {**d, "cues": cues, "report": report, "splits": splits}
+
+
+def test_sample_subtitles_are_kept_as_whole_cues(sample_chain: dict) -> None:
+    # The acceptance test of cue-aligned chunks: the sample's cues hold several phrases with
+    # pauses inside and are early or late by up to 200 ms, as real uploads are.
+    report = sample_chain["report"]
+    assert "subtitle_cut" not in report["total"]["rejected"]
+    assert report["total"]["subtitle_time_kept"] >= 0.95
+    labels = pd.read_csv(sample_chain["labels"] / "labels.csv", dtype=str,
+                         keep_default_na=False)
+    segments = pd.read_csv(sample_chain["segments"] / "segments.csv", dtype=str,
+                           keep_default_na=False).set_index("path")
+    assert len(labels) == len(segments) and set(labels["label_source"]) == {"subtitles"}
+    seen: set[tuple[str, int]] = set()
+    for row in labels.itertuples():
+        cues = sample_chain["cues"][row.item]
+        start, end = int(row.start_ms), int(row.end_ms)
+        covered = load_covered(segments.loc[row.path, "cues"])
+        indices = [c.index for c in covered]
+        assert indices == list(range(indices[0], indices[-1] + 1))  # consecutive, whole cues
+        assert [(c.start_ms, c.end_ms, c.text) for c in covered] == [
+            (cues[i].start_ms, cues[i].end_ms, cues[i].text) for i in indices]
+        assert row.text == join_texts([cues[i].text for i in indices])
+        assert set(cues_in_span(cues, start, end)) <= set(indices)  # no cue left out
+        assert not seen & {(row.item, i) for i in indices}  # a cue is in one chunk only
+        seen |= {(row.item, i) for i in indices}
+        timings = json.loads(row.timings)
+        assert join_texts([t for _, _, t in timings]) == row.text
+        assert all(0 <= a < b <= end - start for a, b, _ in timings)
+        for edge in (start, end):  # cuts between cues: inside one only by its timing error
+            assert not [c for c in cues if c.start_ms + SNAP_MS < edge < c.end_ms - SNAP_MS]
+
+
+def test_split_cuts_gold_utterances_per_multi_phrase_cue(sample_chain: dict) -> None:
+    splits = sample_chain["splits"]
+    assert not splits["train"].empty
+    gold = pd.concat([splits["validation"], splits["test"]])
+    assert not gold.empty and set(gold["reference"]) == {"subtitles"}
+    for row in gold.itertuples():
+        cues = sample_chain["cues"][row.item]
+        (cue,) = [c for c in cues if (c.start_ms, c.end_ms) == (row.start_ms, row.end_ms)]
+        assert row.text == clean_target(cue.text)
+    assert any(". " in text for text in gold["text"])  # cues of several sentences stay whole
+    assert all(a.end_ms <= b.start_ms for _, group in gold.groupby("item")
+               for a, b in pairwise(group.itertuples()))
+
+
 @pytest.fixture(scope="session")
 def teacher(tmp_path_factory: pytest.TempPathFactory):
     from tubetune.models import prepare_base_model
@@ -140,7 +221,7 @@ def teacher(tmp_path_factory: pytest.TempPathFactory):
 
 
 def _good_chunks() -> list[np.ndarray]:
-    """Sentence pairs cut from the bundled sample at subtitle cue times."""
+    """Cue pairs (up to 29 s) cut from the bundled sample at its subtitle cue times."""
     chunks = []
     for media in sorted((ROOT / "data/sample").glob("*.*")):
         if media.suffix in (".vtt", ".md"):
