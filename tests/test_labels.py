@@ -18,12 +18,14 @@ from tubetune.sharding import TeacherSpec, gpu_count
 from tubetune.sources import DownloadOptions, download_source
 from tubetune.split import build_splits, load_videos
 from tubetune.subtitles import (
+    CoveredCue,
     Cue,
     cues_in_span,
     cut_fraction,
     join_texts,
     label_cues,
     load_covered,
+    misplaced_fraction,
     read_vtt,
     text_in_span,
 )
@@ -41,6 +43,17 @@ def test_subtitle_cutting_at_chunk_edges() -> None:
     assert text_in_span(cues, 0, 5100) == "one two three"  # "three" mostly inside
     assert cut_fraction(cues, 0, 4000) == 0.0
     assert cut_fraction(cues, 1000, 4000) == pytest.approx(1000 / 3000)
+
+
+def test_cut_check_of_cue_chunks_forgives_trimmed_silence_not_misplaced_cues() -> None:
+    cues = [Cue(0, 2000, "one"), Cue(2000, 5000, "two"), Cue(5000, 6000, "three")]
+    covered = [CoveredCue(i, c.start_ms, c.end_ms, c.text) for i, c in enumerate(cues[:2])]
+    # The chunk starts 300 ms after its first cue's (early) time: nothing misplaced, while
+    # the check of chunks cut otherwise calls that whole cue cut.
+    assert misplaced_fraction(cues, covered, 300, 5100) == 0.0
+    assert cut_fraction(cues, 300, 5100) > 0.2
+    # "three" lies mostly inside but is not covered; "one" lies mostly outside.
+    assert misplaced_fraction(cues, covered, 1500, 6000) == pytest.approx((2000 + 1000) / 6000)
 
 
 def test_cue_texts_join_without_spaces_only_between_chinese_or_japanese() -> None:
