@@ -477,3 +477,34 @@ def test_subtitled_source_end_to_end_is_deterministic(talk, tmp_path: Path):
     rejected = pd.read_csv(runs[0] / "rejects.csv")
     assert list(rejected.columns) == segment.REJECT_COLUMNS
     assert list(rejected["reason"]) == [r.reason for r in rejects]
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_cue_spans_never_overlap_and_account_for_every_cue(seed: int):
+    # Random speech and cues (overlapping, off their speech, over max_s, past the audio).
+    rng = np.random.default_rng(seed)
+    for _ in range(50):
+        duration = int(rng.integers(5000, 120000))
+        runs, t = [], int(rng.integers(0, 2000))
+        while t < duration - 300:
+            end = min(duration, t + int(rng.integers(100, 8000)))
+            runs.append((t, end))
+            t = end + int(rng.integers(50, 3000))
+        cues, t = [], int(rng.integers(-500, 3000))
+        while t < duration + 2000:
+            start = t + int(rng.integers(-800, 1500))
+            t = start + int(rng.integers(50, 35000 if rng.random() < 0.1 else 8000))
+            words = rng.choice(["alpha", "beta,", "gamma.", "你好，"], int(rng.integers(1, 40)))
+            cues.append(Cue(max(start, 0), t, " ".join(words)))
+        cues = sorted({c for c in cues if c.end_ms > c.start_ms},
+                      key=lambda c: (c.start_ms, c.end_ms))  # as read_vtt orders them
+        max_s = float(rng.choice([5.0, 12.0, 30.0]))
+        chunks, rejects = segment.cue_spans(cues, runs, duration, 1.0, max_s,
+                                            int(rng.choice([0, 200])), int(rng.choice([0, 300])))
+        spans = [c.span for c in chunks]
+        assert all(0 <= s.start_ms < s.end_ms <= duration for s in spans)
+        assert all(s.end_ms - s.start_ms <= max_s * 1000 for s in spans)
+        assert all(a.end_ms <= b.start_ms for a, b in pairwise(spans))
+        placed = [c.index for part in [*chunks, *rejects] for c in part.cues]
+        assert set(placed) == set(range(len(cues)))
+        assert all([c.index for c in ch.cues] == sorted(c.index for c in ch.cues) for ch in chunks)
