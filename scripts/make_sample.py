@@ -1,10 +1,12 @@
 """Generate the bundled sample corpus in ``data/sample/``.
 
 Five short "videos" of English speech are synthesised with espeak-ng from the sentences
-below, laid out on a timeline with pseudo-random pauses and a faint noise floor, and then
-encoded with the static ffmpeg shipped by ``imageio-ffmpeg`` into the containers a web
-download typically yields (mp4, webm, m4a, mp3, ogg). Each media file gets a yt-dlp style
-``<stem>.en.vtt`` sidecar with the true text, one cue per sentence, timed from sample counts.
+below, phrase by phrase (sentences are split at commas), laid out on a timeline with
+pseudo-random pauses and a faint noise floor, and then encoded with the static ffmpeg shipped
+by ``imageio-ffmpeg`` into the containers a web download typically yields (mp4, webm, m4a,
+mp3, ogg). Each media file gets a yt-dlp style ``<stem>.en.vtt`` sidecar with the true text.
+Like real uploads, a cue holds one to three sentences (so pauses fall inside cues, not only
+between them) and some cue edges are early or late by up to ``JITTER_S`` (seeded).
 
 espeak-ng and imageio-ffmpeg are needed only to rebuild the sample, never by the pipeline.
 Output is deterministic for a given espeak-ng and ffmpeg build.
@@ -19,6 +21,7 @@ from __future__ import annotations
 import argparse
 import logging
 import random
+import re
 import shutil
 import subprocess
 import sys
@@ -40,6 +43,13 @@ SEED = 20240611
 LEAD_IN_S = 0.5
 TAIL_S = 0.8
 PAUSE_RANGE_S = (0.4, 1.3)
+"""Pause between sentences."""
+PHRASE_PAUSE_RANGE_S = (0.3, 0.6)
+"""Pause at a comma: the phrases of a sentence are synthesised one by one."""
+JITTER_S = 0.2
+"""Cue edges are moved by up to this much, early or late, as in real uploaded subtitles."""
+JITTER_SHARE = 0.5
+"""Share of cue edges that are moved."""
 NOISE_DBFS = -50.0
 """RMS level of the white noise floor added under the whole timeline."""
 
@@ -62,6 +72,7 @@ VIDEOS: list[dict[str, object]] = [
         "voice": "en-us+f3",
         "speed": 160,
         "format": "mp4",
+        "cue_sentences": [2, 2, 1, 2, 2, 2, 2],
         "sentences": [
             "Welcome back to my kitchen, where today we are making a simple tomato soup.",
             "Start by warming a generous splash of olive oil in a heavy pot.",
@@ -88,6 +99,7 @@ VIDEOS: list[dict[str, object]] = [
         # In this interview the host (voice) asks and the mechanic (second_voice) answers;
         # speaker indices per sentence are given in "speakers".
         "speakers": [0, 0, 1, 0, 1, 1, 1, 0, 1, 1, 1, 0, 1, 1, 0],
+        "cue_sentences": [2, 1, 1, 3, 1, 3, 1, 2, 1],  # one cue per speaker turn
         "sentences": [
             "Today I am joined by a mechanic who repairs bicycles for a living.",
             "So what is the most common problem people bring to your workshop?",
@@ -112,6 +124,7 @@ VIDEOS: list[dict[str, object]] = [
         "voice": "en-gb-x-rp",
         "speed": 140,
         "format": "m4a",
+        "cue_sentences": [3, 2, 3, 2, 2],
         "sentences": [
             "I woke before sunrise this morning and walked down to the old fishing port.",
             "The boats were coming back with their nets full, and the gulls were screaming.",
@@ -154,6 +167,7 @@ VIDEOS: list[dict[str, object]] = [
         "voice": "en-us",
         "speed": 175,
         "format": "ogg",
+        "cue_sentences": [2, 1, 2, 2, 3, 2],
         "sentences": [
             "Have you ever wondered why the sky looks blue on a clear day?",
             "Sunlight seems white, but it is actually a mixture of every visible wavelength.",
@@ -170,7 +184,8 @@ VIDEOS: list[dict[str, object]] = [
         ],
     },
 ]
-"""The corpus: one dict per video. ``format`` selects an entry of ``FORMATS``."""
+"""The corpus: one dict per video. ``format`` selects an entry of ``FORMATS``;
+``cue_sentences`` gives the number of sentences of each cue (default: one cue per sentence)."""
 
 
 @dataclass(frozen=True)
@@ -211,7 +226,7 @@ FORMATS: dict[str, Format] = {
 
 @dataclass(frozen=True)
 class Cue:
-    """One subtitle cue: the exact span of a spoken sentence on the timeline."""
+    """One subtitle cue: its span on the timeline (in seconds) and its text."""
 
     start_s: float
     end_s: float
@@ -282,42 +297,83 @@ def sentence_voices(video: dict[str, object]) -> list[str]:
     return [voices[s] for s in speakers]
 
 
+def phrases(sentence: str) -> list[str]:
+    """The phrases of a sentence: it is split after each comma (the comma stays on the left)."""
+    return re.split(r"(?<=,) ", sentence)
+
+
+def cue_sizes(video: dict[str, object]) -> list[int]:
+    """How many sentences each cue of ``video`` holds (one each unless ``cue_sentences``)."""
+    count = len(video["sentences"])  # type: ignore[arg-type]
+    sizes = [int(n) for n in video.get("cue_sentences", [1] * count)]  # type: ignore[attr-defined]
+    if sum(sizes) != count or min(sizes) < 1:
+        raise ValueError(f"{video['stem']}: cue_sentences must split its {count} sentences")
+    return sizes
+
+
 def build_timeline(
     video: dict[str, object], seed: int, work: Path
 ) -> tuple[np.ndarray, int, list[Cue]]:
-    """Synthesise every sentence and lay them out with pauses; return audio, rate, cues.
+    """Synthesise every phrase and lay them out with pauses; return audio, rate, exact cues.
 
-    Each sentence is trimmed of espeak's own leading and trailing silence before it is
-    placed, so a cue spans exactly the audible sentence. Pauses between sentences are
-    drawn uniformly from ``PAUSE_RANGE_S`` with ``seed``; a faint white noise floor at
-    ``NOISE_DBFS`` is mixed under the whole timeline.
+    Each phrase is trimmed of espeak's own leading and trailing silence before it is placed,
+    so a cue spans exactly its audible sentences. Pauses are drawn with ``seed``: from
+    ``PAUSE_RANGE_S`` between sentences, from ``PHRASE_PAUSE_RANGE_S`` at commas; a faint
+    white noise floor at ``NOISE_DBFS`` is mixed under the whole timeline.
     """
     rng = random.Random(seed)
     sentences = [str(s) for s in video["sentences"]]  # type: ignore[attr-defined]
     speed = int(video["speed"])  # type: ignore[call-overload]
     pieces: list[np.ndarray] = []
-    cues: list[Cue] = []
+    spans: list[tuple[int, int]] = []  # audible samples of each sentence
     rate = 0
     cursor = 0
     for i, (text, voice) in enumerate(zip(sentences, sentence_voices(video), strict=True)):
-        speech, srate = synthesise(text, voice, speed, work)
-        if rate and srate != rate:
-            raise ValueError(f"espeak rate changed mid-video: {srate} != {rate}")
-        rate = srate
-        speech = trim_silence(speech)
-        gap_s = LEAD_IN_S if i == 0 else rng.uniform(*PAUSE_RANGE_S)
-        gap = round(gap_s * rate)
-        pieces.append(np.zeros(gap, dtype=np.float32))
-        cursor += gap
-        cues.append(Cue(cursor / rate, (cursor + speech.size) / rate, text))
-        pieces.append(speech)
-        cursor += speech.size
+        for k, phrase in enumerate(phrases(text)):
+            speech, srate = synthesise(phrase, voice, speed, work)
+            if rate and srate != rate:
+                raise ValueError(f"espeak rate changed mid-video: {srate} != {rate}")
+            rate = srate
+            speech = trim_silence(speech)
+            if k:
+                gap_s = rng.uniform(*PHRASE_PAUSE_RANGE_S)
+            else:
+                gap_s = LEAD_IN_S if i == 0 else rng.uniform(*PAUSE_RANGE_S)
+            gap = round(gap_s * rate)
+            pieces.append(np.zeros(gap, dtype=np.float32))
+            cursor += gap
+            if not k:
+                spans.append((cursor, cursor))
+            pieces.append(speech)
+            cursor += speech.size
+            spans[-1] = (spans[-1][0], cursor)
     pieces.append(np.zeros(round(TAIL_S * rate), dtype=np.float32))
     audio = np.concatenate(pieces)
     noise_rms = 10.0 ** (NOISE_DBFS / 20.0)
     noise = np.random.default_rng(seed).standard_normal(audio.size).astype(np.float32)
     audio = audio + noise * np.float32(noise_rms)
+    cues, first = [], 0
+    for size in cue_sizes(video):
+        group = slice(first, first + size)
+        start, end = spans[group][0][0], spans[group][-1][1]
+        cues.append(Cue(start / rate, end / rate, " ".join(sentences[group])))
+        first += size
     return audio, rate, cues
+
+
+def jitter(cues: list[Cue], seed: int, duration_s: float) -> list[Cue]:
+    """Cues as an uploader might time them: ``JITTER_SHARE`` of the edges moved by up to
+    ``JITTER_S`` either way (seeded), never before the previous cue's end or past the audio."""
+    rng = random.Random(f"{seed}:jitter")
+    moved: list[Cue] = []
+    for cue in cues:
+        start, end = (
+            edge + (rng.uniform(-JITTER_S, JITTER_S) if rng.random() < JITTER_SHARE else 0.0)
+            for edge in (cue.start_s, cue.end_s)
+        )
+        start = max(start, moved[-1].end_s if moved else 0.0)
+        moved.append(Cue(start, min(end, duration_s), cue.text))
+    return moved
 
 
 def vtt_timestamp(seconds: float) -> str:
@@ -330,7 +386,7 @@ def vtt_timestamp(seconds: float) -> str:
 
 
 def render_vtt(cues: list[Cue]) -> str:
-    """Render cues as a WebVTT document, one cue per sentence."""
+    """Render cues as a WebVTT document."""
     blocks = ["WEBVTT", ""]
     for cue in cues:
         blocks += [f"{vtt_timestamp(cue.start_s)} --> {vtt_timestamp(cue.end_s)}", cue.text, ""]
@@ -367,8 +423,9 @@ def make_video(video: dict[str, object], index: int, out_dir: Path, work: Path) 
     """Build one media file and its ``.en.vtt`` sidecar; return a summary row."""
     stem = str(video["stem"])
     fmt = FORMATS[str(video["format"])]
-    audio, rate, cues = build_timeline(video, SEED + index, work)
+    audio, rate, exact = build_timeline(video, SEED + index, work)
     duration_s = audio.size / rate
+    cues = jitter(exact, SEED + index, duration_s)
     if not MIN_DURATION_S <= duration_s <= MAX_DURATION_S:
         raise ValueError(f"{stem}: duration {duration_s:.1f} s outside the allowed range")
     master = work / f"{stem}.wav"
@@ -385,7 +442,8 @@ def make_video(video: dict[str, object], index: int, out_dir: Path, work: Path) 
         "duration": f"{duration_s:.1f} s",
         "voices": voices,
         "speed": f"{video['speed']} wpm",
-        "sentences": str(len(cues)),
+        "sentences": str(len(video["sentences"])),  # type: ignore[arg-type]
+        "cues": str(len(cues)),
         "format": fmt.description,
         "size": f"{media.stat().st_size / 1024:.0f} KiB",
     }
@@ -394,12 +452,12 @@ def make_video(video: dict[str, object], index: int, out_dir: Path, work: Path) 
 def render_readme(rows: list[dict[str, str]], espeak: str) -> str:
     """The ``data/sample/README.md`` text describing the generated corpus."""
     table = [
-        "| file | topic | duration | voice(s) | speed | sentences | size |",
-        "|---|---|---|---|---|---|---|",
+        "| file | topic | duration | voice(s) | speed | sentences | cues | size |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     table += [
         f"| `{r['file']}` | {r['title']} | {r['duration']} | {r['voices']} | {r['speed']} "
-        f"| {r['sentences']} | {r['size']} |"
+        f"| {r['sentences']} | {r['cues']} | {r['size']} |"
         for r in rows
     ]
     formats = [f"- `{r['file']}`: {r['format']}" for r in rows]
@@ -411,9 +469,12 @@ def render_readme(rows: list[dict[str, str]], espeak: str) -> str:
             'tests and the demo pipeline run. Five short "videos" of English speech were',
             "synthesised with espeak-ng from hand-written sentences and encoded into the",
             "containers a yt-dlp download typically yields. Each media file has a yt-dlp style",
-            "`<stem>.en.vtt` subtitle with the true text, one cue per sentence; cue times are",
-            "computed from sample counts and span exactly the audible sentence (espeak's own",
-            "leading and trailing silence trimmed).",
+            "`<stem>.en.vtt` subtitle with the true text. As in real uploads, a cue holds one to",
+            "three sentences, so pauses fall inside cues as well as between them, and cue times",
+            "are not exact: they are computed from sample counts (espeak's own leading and",
+            f"trailing silence trimmed), then {JITTER_SHARE:.0%} of the cue edges are moved by up "
+            f"to {JITTER_S * 1000:.0f} ms,",
+            "early or late (seeded pseudo-random).",
             "",
             *table,
             "",
@@ -421,7 +482,9 @@ def render_readme(rows: list[dict[str, str]], espeak: str) -> str:
             "",
             *formats,
             "",
-            f"Sentences are separated by pauses of {PAUSE_RANGE_S[0]}-{PAUSE_RANGE_S[1]} s "
+            "Sentences are synthesised phrase by phrase (split at commas), with pauses of "
+            f"{PHRASE_PAUSE_RANGE_S[0]}-{PHRASE_PAUSE_RANGE_S[1]} s",
+            f"at commas and {PAUSE_RANGE_S[0]}-{PAUSE_RANGE_S[1]} s between sentences "
             f"(seeded pseudo-random), with {LEAD_IN_S} s of lead-in",
             f"and {TAIL_S} s of tail; white noise at {NOISE_DBFS:.0f} dBFS RMS lies under "
             "everything so no file is digitally silent.",

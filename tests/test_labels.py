@@ -1,18 +1,36 @@
-"""Label stage: subtitle cutting at chunk edges, the report, and the filters on real audio."""
+"""Label stage: subtitle labels of whole cues, the report, the data chain on the sample with
+its subtitles, and the filters on real audio."""
 
+import json
+from itertools import pairwise
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 
-from tubetune.audio import load_audio
+from tubetune.audio import convert_source, load_audio, resample_source
 from tubetune.filters import teacher_rejection
 from tubetune.labels import label_report, label_source
-from tubetune.params import LabelParams
+from tubetune.params import LabelParams, SplitParams
+from tubetune.segment import segment_source
 from tubetune.sharding import TeacherSpec, gpu_count
-from tubetune.subtitles import Cue, cut_fraction, read_vtt, text_in_span
+from tubetune.sources import DownloadOptions, download_source
+from tubetune.split import build_splits, load_videos
+from tubetune.subtitles import (
+    CoveredCue,
+    Cue,
+    cues_in_span,
+    cut_fraction,
+    join_texts,
+    label_cues,
+    load_covered,
+    misplaced_fraction,
+    read_vtt,
+    text_in_span,
+)
 from tubetune.teacher import pick_beam_size
+from tubetune.text import clean_target
 
 ROOT = Path(__file__).resolve().parents[1]
 SR = 16000
@@ -25,6 +43,55 @@ def test_subtitle_cutting_at_chunk_edges() -> None:
     assert text_in_span(cues, 0, 5100) == "one two three"  # "three" mostly inside
     assert cut_fraction(cues, 0, 4000) == 0.0
     assert cut_fraction(cues, 1000, 4000) == pytest.approx(1000 / 3000)
+
+
+def test_cut_check_of_cue_chunks_forgives_trimmed_silence_not_misplaced_cues() -> None:
+    cues = [Cue(0, 2000, "one"), Cue(2000, 5000, "two"), Cue(5000, 6000, "three")]
+    covered = [CoveredCue(i, c.start_ms, c.end_ms, c.text) for i, c in enumerate(cues[:2])]
+    # The chunk starts 300 ms after its first cue's (early) time: nothing misplaced, while
+    # the check of chunks cut otherwise calls that whole cue cut.
+    assert misplaced_fraction(cues, covered, 300, 5100) == 0.0
+    assert cut_fraction(cues, 300, 5100) > 0.2
+    # "three" lies mostly inside but is not covered; "one" lies mostly outside.
+    assert misplaced_fraction(cues, covered, 1500, 6000) == pytest.approx((2000 + 1000) / 6000)
+
+
+def test_cue_texts_join_without_spaces_only_between_chinese_or_japanese() -> None:
+    assert join_texts(["Hello there.", "General Kenobi."]) == "Hello there. General Kenobi."
+    assert join_texts(["你好，", "今天天气很好。"]) == "你好，今天天气很好。"
+    assert join_texts(["こんにちは。", "元気ですか？"]) == "こんにちは。元気ですか？"
+    assert join_texts(["안녕하세요.", "반갑습니다."]) == "안녕하세요. 반갑습니다."  # spaced
+    assert join_texts(["我用", "iPhone 拍的"]) == "我用 iPhone 拍的"
+    assert text_in_span([Cue(0, 1000, "你好"), Cue(1000, 2000, "世界")], 0, 2000) == "你好世界"
+
+
+def _subtitled_source(tmp_path: Path, vtt: str, language: str, rows: list[dict]) -> tuple:
+    """A download manifest with one subtitled item and a segments.csv of ``rows``."""
+    raw, segments = tmp_path / "raw", tmp_path / "segments"
+    raw.mkdir()
+    segments.mkdir()
+    (raw / f"talk.{language}.vtt").write_text(vtt, encoding="utf-8")
+    pd.DataFrame([{"item": "talk", "language": language, "subtitles": f"talk.{language}.vtt"}]
+                 ).to_csv(raw / "manifest.csv", index=False)
+    pd.DataFrame([  # the chunk files need not exist: nothing reads the audio
+        {"source": "s", "item": "talk", "duration_s": (r["end_ms"] - r["start_ms"]) / 1000,
+         "path": f"talk_{r['start_ms']}.wav", **r} for r in rows
+    ]).to_csv(segments / "segments.csv", index=False)
+    return raw, segments
+
+
+def test_chinese_label_joins_whole_cues_and_keeps_their_timings(tmp_path: Path) -> None:
+    vtt = ("WEBVTT\n\n00:00:00.000 --> 00:00:01.500\n你好，\n\n"
+           "00:00:01.500 --> 00:00:04.000\n今天天气很好。\n")
+    cues = json.dumps([[0, 0, 1500, "你好，"], [1, 1500, 4000, "今天天气很好。"]])
+    raw, segments = _subtitled_source(tmp_path, vtt, "zh-TW",
+                                      [{"start_ms": 100, "end_ms": 4200, "cues": cues}])
+    params = LabelParams(source="subtitles", max_subtitle_disagreement=None)
+    label_source(segments, raw, tmp_path / "out", "s", model_dir=tmp_path / "no-model",
+                 language="zh-TW", task="transcribe", params=params)
+    (row,) = pd.read_csv(tmp_path / "out/labels.csv").itertuples()
+    assert row.text == "你好，今天天氣很好。"  # no space between the cues; s2twp applied
+    assert json.loads(row.timings) == [[0, 1400, "你好，"], [1400, 3900, "今天天氣很好。"]]
 
 
 def test_beam_size_auto_is_greedy_on_cpu_and_beam_5_on_gpu() -> None:
@@ -54,35 +121,106 @@ def test_label_report(tmp_path: Path) -> None:
                  ).to_csv(src / "labels.csv", index=False)
     pd.DataFrame({"duration_s": [36.0, 72.0], "reason": ["no_speech", "no_speech"]}
                  ).to_csv(src / "rejects.csv", index=False)
+    (src / "subtitles.json").write_text('{"subtitle_s": 3600.0, "kept_s": 2700.0}')
     out = label_report(tmp_path / "labels", ["a", "missing"], tmp_path / "m.json")
     assert out["total"]["kept"] == {"chunks": 2, "hours": 1.5}
     assert out["total"]["rejected"]["no_speech"] == {"chunks": 2, "hours": 0.03}
+    assert out["sources"]["a"]["subtitle_time_kept"] == out["total"]["subtitle_time_kept"] == 0.75
+    assert out["total"]["subtitle_hours"] == 1.0
+    assert out["sources"]["missing"]["subtitle_time_kept"] is None  # no subtitles
     assert (tmp_path / "m.json").is_file()
 
 
 def test_trusted_subtitles_need_no_teacher(tmp_path: Path) -> None:
-    raw, segments = tmp_path / "raw", tmp_path / "segments"
-    raw.mkdir()
-    segments.mkdir()
-    (raw / "talk.en.vtt").write_text(
-        "WEBVTT\n\n00:00:00.000 --> 00:00:02.000\nHello there.\n\n"
-        "00:00:02.000 --> 00:00:04.000\nGeneral Kenobi.\n", encoding="utf-8")
-    pd.DataFrame([{"item": "talk", "language": "en", "subtitles": "talk.en.vtt"}]).to_csv(
-        raw / "manifest.csv", index=False)
-    pd.DataFrame([  # the chunk files need not exist: nothing reads the audio
-        {"source": "s", "item": "talk", "start_ms": a, "end_ms": a + 2000, "duration_s": 2.0,
-         "path": f"talk_{a}.wav"} for a in (0, 2000, 4000)
-    ]).to_csv(segments / "segments.csv", index=False)
+    # Chunks that do not name their cues (cut otherwise): the cues mostly inside each.
+    raw, segments = _subtitled_source(
+        tmp_path, "WEBVTT\n\n00:00:00.000 --> 00:00:02.000\nHello there.\n\n"
+        "00:00:02.000 --> 00:00:04.000\nGeneral Kenobi.\n", "en",
+        [{"start_ms": a, "end_ms": a + 2000} for a in (0, 2000, 4000)])
     params = LabelParams(source="subtitles", max_subtitle_disagreement=None)
     report = label_source(segments, raw, tmp_path / "out", "s", model_dir=tmp_path / "no-model",
                           language="en", task="transcribe", params=params)
     labels = pd.read_csv(tmp_path / "out/labels.csv")
     assert labels["text"].tolist() == ["Hello there.", "General Kenobi."]
+    assert labels["timings"].tolist() == ['[[0,2000,"Hello there."]]',
+                                          '[[0,2000,"General Kenobi."]]']
     assert set(labels["label_source"]) == {"subtitles"}
     assert labels["avg_logprob"].isna().all() and labels["pseudo_text"].isna().all()
     rejects = pd.read_csv(tmp_path / "out/rejects.csv")
     assert rejects["reason"].tolist() == ["no_subtitle"]
     assert not report.failed
+
+
+SNAP_MS = 300
+
+
+@pytest.fixture(scope="module")
+def sample_chain(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    """The data stages on the bundled sample, as one source, labelled by its subtitles
+    alone (no teacher), then the label report and the split."""
+    root = tmp_path_factory.mktemp("chain")
+    d = {stage: root / stage / "s" for stage in ("raw", "converted", "resampled", "segments",
+                                                 "labels")}
+    media = sorted(str(p) for p in (ROOT / "data/sample").glob("*.*")
+                   if p.suffix not in (".vtt", ".md"))
+    download_source("s", media, d["raw"], "en", DownloadOptions())
+    convert_source(d["raw"], d["converted"], "s")
+    resample_source(d["converted"], d["resampled"], "s")
+    cues = label_cues(d["raw"], "en", "subtitles")
+    segment_source(d["resampled"], d["segments"], "s", "vad", 10, 2, 1.0, 30, 200,
+                   cues=cues, cue_snap_ms=SNAP_MS)
+    params = LabelParams(source="subtitles", max_subtitle_disagreement=None)
+    label_source(d["segments"], d["raw"], d["labels"], "s", model_dir=root / "no-model",
+                 language="en", task="transcribe", params=params)
+    report = label_report(root / "labels", ["s"], root / "labels.json")
+    videos = load_videos({"s": "en"}, root / "raw", root / "resampled", root / "labels")
+    splits = build_splits(videos, root / "split", root / "split.json", SplitParams())
+    return {**d, "cues": cues, "report": report, "splits": splits}
+
+
+def test_sample_subtitles_are_kept_as_whole_cues(sample_chain: dict) -> None:
+    # The acceptance test of cue-aligned chunks: the sample's cues hold several phrases with
+    # pauses inside and are early or late by up to 200 ms, as real uploads are.
+    report = sample_chain["report"]
+    assert "subtitle_cut" not in report["total"]["rejected"]
+    assert report["total"]["subtitle_time_kept"] >= 0.95
+    labels = pd.read_csv(sample_chain["labels"] / "labels.csv", dtype=str,
+                         keep_default_na=False)
+    segments = pd.read_csv(sample_chain["segments"] / "segments.csv", dtype=str,
+                           keep_default_na=False).set_index("path")
+    assert len(labels) == len(segments) and set(labels["label_source"]) == {"subtitles"}
+    seen: set[tuple[str, int]] = set()
+    for row in labels.itertuples():
+        cues = sample_chain["cues"][row.item]
+        start, end = int(row.start_ms), int(row.end_ms)
+        covered = load_covered(segments.loc[row.path, "cues"])
+        indices = [c.index for c in covered]
+        assert indices == list(range(indices[0], indices[-1] + 1))  # consecutive, whole cues
+        assert [(c.start_ms, c.end_ms, c.text) for c in covered] == [
+            (cues[i].start_ms, cues[i].end_ms, cues[i].text) for i in indices]
+        assert row.text == join_texts([cues[i].text for i in indices])
+        assert set(cues_in_span(cues, start, end)) <= set(indices)  # no cue left out
+        assert not seen & {(row.item, i) for i in indices}  # a cue is in one chunk only
+        seen |= {(row.item, i) for i in indices}
+        timings = json.loads(row.timings)
+        assert join_texts([t for _, _, t in timings]) == row.text
+        assert all(0 <= a < b <= end - start for a, b, _ in timings)
+        for edge in (start, end):  # cuts between cues: inside one only by its timing error
+            assert not [c for c in cues if c.start_ms + SNAP_MS < edge < c.end_ms - SNAP_MS]
+
+
+def test_split_cuts_gold_utterances_per_multi_phrase_cue(sample_chain: dict) -> None:
+    splits = sample_chain["splits"]
+    assert not splits["train"].empty
+    gold = pd.concat([splits["validation"], splits["test"]])
+    assert not gold.empty and set(gold["reference"]) == {"subtitles"}
+    for row in gold.itertuples():
+        cues = sample_chain["cues"][row.item]
+        (cue,) = [c for c in cues if (c.start_ms, c.end_ms) == (row.start_ms, row.end_ms)]
+        assert row.text == clean_target(cue.text)
+    assert any(". " in text for text in gold["text"])  # cues of several sentences stay whole
+    assert all(a.end_ms <= b.start_ms for _, group in gold.groupby("item")
+               for a, b in pairwise(group.itertuples()))
 
 
 @pytest.fixture(scope="session")
@@ -96,7 +234,7 @@ def teacher(tmp_path_factory: pytest.TempPathFactory):
 
 
 def _good_chunks() -> list[np.ndarray]:
-    """Sentence pairs cut from the bundled sample at subtitle cue times."""
+    """Cue pairs (up to 29 s) cut from the bundled sample at its subtitle cue times."""
     chunks = []
     for media in sorted((ROOT / "data/sample").glob("*.*")):
         if media.suffix in (".vtt", ".md"):

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tubetune.params import ParamsError, load_params, parse_params
+from tubetune.params import ParamsError, SegmentParams, load_params, parse_params
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -22,6 +22,7 @@ def test_project_params_are_valid() -> None:
     assert len(params.sources) == 5
     assert params.train.learning_rate == 3e-5
     assert params.language_of("cooking-tips") == "en"
+    assert params.segment.cue_snap_ms == SegmentParams().cue_snap_ms == 300  # code default
 
 
 @pytest.mark.parametrize(
@@ -35,6 +36,8 @@ def test_project_params_are_valid() -> None:
         ({"segment": {"overlap_s": 10}}, "segment.overlap_s"),
         ({"segment": {"method": "magic"}}, "segment.method"),
         ({"segment": {"max_s": 45}}, "segment.max_s"),
+        ({"segment": {"cue_snap_ms": -1}}, "segment.cue_snap_ms: must be >= 0"),
+        ({"segment": {"cue_snap_ms": 0.3}}, "segment.cue_snap_ms: expected an integer"),
         ({"split": {"test_fraction": 0.6, "validation_fraction": 0.5}}, "split.test_fraction"),
         ({"language": "English"}, "language: expected a language code"),
         ({"sources": {"a": {"url": "gopher://x"}}}, "sources.a.url: unsupported URL scheme"),

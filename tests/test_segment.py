@@ -17,13 +17,11 @@ import pytest
 import soundfile as sf
 from faster_whisper.vad import get_vad_model
 
-from tubetune import audio, segment, vad
+from tubetune import segment, vad
 from tubetune.audio import RESAMPLED_COLUMNS, load_audio
 from tubetune.fsutil import sha256_file
 from tubetune.segment import Span
-from tubetune.subtitles import read_vtt
-
-SAMPLE = Path(__file__).resolve().parents[1] / "data" / "sample"
+from tubetune.subtitles import Cue, load_covered
 
 SR = 16000
 VOWEL_FORMANTS = [(730, 1090, 2440), (270, 2290, 3010), (300, 870, 2240), (530, 1840, 2480)]
@@ -256,23 +254,6 @@ def test_vad_chunks_cut_inside_silences(speech):
         assert covered >= 0.95 * (end - start), (start, end)
 
 
-@pytest.mark.parametrize("stem", sorted(p.name.split(".")[0] for p in SAMPLE.glob("*.en.vtt")))
-def test_vad_never_cuts_inside_a_sentence_of_the_sample(tmp_path: Path, stem: str):
-    # Project defaults. The gold cues span exactly each audible sentence, so a cut (the
-    # padded boundary, where the audio really ends) strictly inside a cue would cut a word.
-    (media,) = [p for p in SAMPLE.glob(f"{stem}.*") if p.suffix not in (".vtt", ".md")]
-    audio.extract_audio(media, tmp_path / "a.mka")
-    audio.resample_to_wav(tmp_path / "a.mka", tmp_path / "a.wav")
-    chunks = segment.vad_spans(tmp_path / "a.wav", min_s=1.0, max_s=30, pad_ms=200)
-    cues = read_vtt(SAMPLE / f"{stem}.en.vtt")
-    assert cues and chunks
-    for boundary in [ms for c in chunks for ms in (c.start_ms, c.end_ms)]:
-        inside = [cue.text for cue in cues if cue.start_ms < boundary < cue.end_ms]
-        assert not inside, (boundary, inside)
-    for cue in cues:  # and every sentence is kept whole in one chunk
-        assert any(c.start_ms <= cue.start_ms and cue.end_ms <= c.end_ms for c in chunks), cue
-
-
 def test_write_chunks_cuts_exact_samples_deterministically(speech, tmp_path: Path):
     path, _ = speech
     chosen = spans((0, 1000), (1500, 4250), (20000, 20001))
@@ -335,5 +316,195 @@ def test_segment_source_end_to_end(speech, tmp_path: Path, method: str):
     assert json.loads((runs[0] / "report.json").read_text())["failed"][0]["item"] == "broken"
 
     files = sorted(p.name for p in runs[0].iterdir())
-    assert files == sorted([*(Path(p).name for p in table["path"]), "segments.csv", "report.json"])
+    assert files == sorted([*(Path(p).name for p in table["path"]), "segments.csv", "rejects.csv",
+                            "report.json"])
     assert [sha256_file(runs[0] / f) for f in files] == [sha256_file(runs[1] / f) for f in files]
+
+
+# A subtitled talk like real uploads: cues of several phrases with pauses inside them, cue
+# times early or late, a cue over max_s (12 s here) whose text has a sentence end in its
+# longest pause, one without any, a "[Music]" cue over silence, and a short cue alone
+# between long pauses. Per cue: (pause before it in s, phrases as (seconds, text), pauses
+# between the phrases, jitter of its start and end in ms). Texts have 10 letters per second
+# of speech, so that proportional character time is exact.
+TALK = [
+    (1.0, [(2.0, "sunny quiet river stone,"), (1.5, "cloud maple green.")], [0.5], (-200, 0)),
+    (0.8, [(2.5, "lemon sunny quiet river stone,"), (2.0, "cloud maple green lemon,"),
+           (1.0, "sunny quiet.")], [0.6, 0.4], (200, -200)),
+    (0.7, [(4.0, "river stone cloud maple green lemon sunny quiet."),
+           (5.0, "river stone cloud maple green lemon sunny quiet river stone"),
+           (4.5, "cloud maple green lemon sunny quiet river stone cloud.")], [0.7, 0.3],
+     (-100, 200)),
+    (1.0, [(6.5, "maple green lemon sunny quiet river stone cloud maple green lemon sunny quiet"),
+           (6.5, "river stone cloud maple green lemon sunny quiet river stone cloud maple green")],
+     [0.5], (0, 0)),
+    (0.9, [(2.5, "lemon sunny quiet river stone.")], [], (200, -200)),
+    (3.0, [(1.5, "cloud maple green.")], [], (-150, 0)),
+    (3.0, [(0.5, "lemon.")], [], (0, 0)),
+]
+TALK_TAIL_S = 1.0
+MUSIC = Cue(45800, 47800, "[Music]")  # in the 3 s pause after the fifth cue
+TALK_PARAMS = dict(min_s=1.0, max_s=12.0, pad_ms=200, cue_snap_ms=300)
+
+
+def make_talk(path: Path) -> tuple[list[Cue], list[list[tuple[int, int]]]]:
+    """Write TALK as 16 kHz mono WAV; return its jittered cues (MUSIC among them) and the
+    true speech of each phrase of each TALK cue, (start_ms, end_ms)."""
+    parts, cues, phrases, t = [], [], [], 0
+    for k, (pause, spoken, inner, (early, late)) in enumerate(TALK):
+        parts.append(np.zeros(round(pause * SR)))
+        t += round(pause * 1000)
+        phrases.append([])
+        for n, (seconds, _) in enumerate(spoken):
+            if n:
+                parts.append(np.zeros(round(inner[n - 1] * SR)))
+                t += round(inner[n - 1] * 1000)
+            parts.append(babble(seconds, 100 + 10 * k + n))
+            phrases[-1].append((t, t + round(seconds * 1000)))
+            t += round(seconds * 1000)
+        text = " ".join(words for _, words in spoken)
+        cues.append(Cue(phrases[-1][0][0] + early, phrases[-1][-1][1] + late, text))
+    parts.append(np.zeros(round(TALK_TAIL_S * SR)))
+    sf.write(path, np.concatenate(parts), SR, subtype="PCM_16")
+    return sorted([*cues, MUSIC], key=lambda c: c.start_ms), phrases
+
+
+@pytest.fixture(scope="module")
+def talk(tmp_path_factory: pytest.TempPathFactory):
+    path = tmp_path_factory.mktemp("talk") / "talk.wav"
+    cues, phrases = make_talk(path)
+    vad.save_scores(vad.scores_path(path), vad.score_file(path))
+    return path, cues, phrases
+
+
+def test_subtitled_chunks_hold_whole_cues_cut_in_silence(talk):
+    path, cues, phrases = talk
+    chunks, rejects = segment.subtitle_spans(path, cues, "vad", **TALK_PARAMS)
+    music = cues.index(MUSIC)
+    index = [i for i in range(len(cues)) if i != music]  # TALK cue k is cues[index[k]]
+    speech = [p for cue in phrases for p in cue]
+    assert chunks and all(a.span.end_ms <= b.span.start_ms for a, b in pairwise(chunks))
+    for chunk in chunks:
+        start, end = chunk.span.start_ms, chunk.span.end_ms
+        assert 1000 <= end - start <= 12000
+        # Edges lie in true silence, so no word is cut: at most a pause inside a cue over
+        # max_s, split where its text ends a sentence.
+        assert not [p for p in speech if p[0] < start < p[1] or p[0] < end < p[1]], chunk
+        held = [p for p in speech if start <= p[0] and p[1] <= end]
+        covered = [(c.index, c.text) for c in chunk.cues]
+        expected = [p for k, cue in enumerate(phrases) for p in cue
+                    if index[k] in {i for i, _ in covered}]
+        if index[2] in {i for i, _ in covered}:  # the long cue: only the piece(s) it holds
+            expected = [p for p in expected if p in held]
+        assert held == expected, (chunk, held)
+        for i, text in covered:  # whole cues, their own text
+            assert text == cues[i].text or i == index[2]
+    pieces = [c.text for chunk in chunks for c in chunk.cues if c.index == index[2]]
+    assert pieces == ["river stone cloud maple green lemon sunny quiet.",
+                      "river stone cloud maple green lemon sunny quiet river stone "
+                      "cloud maple green lemon sunny quiet river stone cloud."]
+    kept = {c.index for chunk in chunks for c in chunk.cues}
+    assert kept == {index[k] for k in (0, 1, 2, 4, 5)}
+    reasons = {c.index: r.reason for r in rejects for c in r.cues}
+    assert reasons == {index[3]: "cue_too_long", music: "no_speech", index[6]: "too_short"}
+    detail = next(r.detail for r in rejects if r.reason == "cue_too_long")
+    assert "no clause boundary of its text falls in one of its pauses" in detail
+
+
+def test_cue_edges_snap_to_silence_within_the_window():
+    runs = [(1000, 3000), (3500, 6000)]  # speech; the cue times are 250 ms off it
+    cues = [Cue(1250, 2750, "one two."), Cue(3250, 6000, "three four.")]
+    (chunk,), _ = segment.cue_spans(cues, runs, 7000, 1.0, 30.0, 200, 300)
+    assert chunk.span == Span(800, 6200)  # speech 1000-6000, padded into silence
+    (first, second), _ = segment.cue_spans(cues, runs, 7000, 1.0, 4.0, 200, 300)
+    assert (first.span, second.span) == (Span(800, 3200), Span(3300, 6200))  # half the pause
+    (first, second), _ = segment.cue_spans(cues, runs, 7000, 1.0, 30.0, 200, 200)
+    # 250 ms is beyond a 200 ms window: the first cue's edges stay at its times, inside
+    # speech, unpadded; the speech after it belongs to neither cue, so the two stay apart.
+    assert (first.span, second.span) == (Span(1250, 2750), Span(3300, 6200))
+
+
+def test_fixed_cuts_subtitled_audio_at_the_cue_times(talk):
+    path, cues, _ = talk
+    chunks, rejects = segment.subtitle_spans(path, cues, "fixed", **TALK_PARAMS)
+    edges = {ms for cue in cues for ms in (cue.start_ms, cue.end_ms)}
+    for chunk in chunks:
+        first, last = chunk.cues[0], chunk.cues[-1]
+        assert first.start_ms - 200 <= chunk.span.start_ms <= first.start_ms
+        assert last.end_ms <= chunk.span.end_ms <= last.end_ms + 200
+        assert {c.start_ms for c in chunk.cues} <= edges
+    long = {r.cues[0].text[:11] for r in rejects if r.reason == "cue_too_long"}
+    assert long == {"river stone", "maple green"}  # no VAD: no pause to split at
+    assert all("there is no pause in it" in r.detail for r in rejects
+               if r.reason == "cue_too_long")
+
+
+def test_overlong_cue_without_a_matching_boundary_is_rejected_not_guessed():
+    runs = [(0, 8000), (8500, 16000)]
+    # The only pause is at 8 s of 15.5 s of speech; the text's only comma comes after a
+    # quarter of it: a split there would be a guess.
+    text = "a" * 40 + ", " + "b" * 120
+    _, (reject,) = segment.cue_spans([Cue(0, 16000, text)], runs, 16000, 1.0, 12.0, 200, 300)
+    assert reject.reason == "cue_too_long"
+    matching = "a" * 80 + ", " + "b" * 75  # 80 of 155 letters: 8.0 s of 15.5 s
+    (one, two), rejects = segment.cue_spans([Cue(0, 16000, matching)], runs, 16000, 1.0, 12.0,
+                                            200, 300)
+    assert not rejects
+    assert (one.cues[0].text, two.cues[0].text) == ("a" * 80 + ",", "b" * 75)
+    assert one.span.end_ms <= 8250 <= two.span.start_ms  # cut in the pause
+
+
+def test_subtitled_source_end_to_end_is_deterministic(talk, tmp_path: Path):
+    path, cues, _ = talk
+    resampled = tmp_path / "resampled"
+    resampled.mkdir()
+    for suffix in (".wav", vad.SUFFIX):
+        (resampled / f"talk{suffix}").write_bytes(path.with_suffix(suffix).read_bytes())
+    pd.DataFrame([["talk", "talk.wav", 0, SR, 1, "pcm_s16le", -20.0, False]],
+                 columns=RESAMPLED_COLUMNS).to_csv(resampled / "audio.csv", index=False)
+    runs = []
+    for run in ("one", "two"):
+        out = tmp_path / run
+        segment.segment_source(resampled, out, "src", "vad", 10, 2, 1.0, 12.0, 200,
+                               path_prefix=Path("seg"), cues={"talk": cues}, cue_snap_ms=300)
+        runs.append(out)
+    files = sorted(p.name for p in runs[0].iterdir())
+    assert [sha256_file(runs[0] / f) for f in files] == [sha256_file(runs[1] / f) for f in files]
+    table = pd.read_csv(runs[0] / "segments.csv", dtype={"cues": str})
+    assert len(table) + 3 == len(files)  # every chunk file, both CSVs and the report
+    chunks, rejects = segment.subtitle_spans(path, cues, "vad", **TALK_PARAMS)
+    assert [load_covered(cell) for cell in table["cues"]] == [list(c.cues) for c in chunks]
+    rejected = pd.read_csv(runs[0] / "rejects.csv")
+    assert list(rejected.columns) == segment.REJECT_COLUMNS
+    assert list(rejected["reason"]) == [r.reason for r in rejects]
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_cue_spans_never_overlap_and_account_for_every_cue(seed: int):
+    # Random speech and cues (overlapping, off their speech, over max_s, past the audio).
+    rng = np.random.default_rng(seed)
+    for _ in range(50):
+        duration = int(rng.integers(5000, 120000))
+        runs, t = [], int(rng.integers(0, 2000))
+        while t < duration - 300:
+            end = min(duration, t + int(rng.integers(100, 8000)))
+            runs.append((t, end))
+            t = end + int(rng.integers(50, 3000))
+        cues, t = [], int(rng.integers(-500, 3000))
+        while t < duration + 2000:
+            start = t + int(rng.integers(-800, 1500))
+            t = start + int(rng.integers(50, 35000 if rng.random() < 0.1 else 8000))
+            words = rng.choice(["alpha", "beta,", "gamma.", "你好，"], int(rng.integers(1, 40)))
+            cues.append(Cue(max(start, 0), t, " ".join(words)))
+        cues = sorted({c for c in cues if c.end_ms > c.start_ms},
+                      key=lambda c: (c.start_ms, c.end_ms))  # as read_vtt orders them
+        max_s = float(rng.choice([5.0, 12.0, 30.0]))
+        chunks, rejects = segment.cue_spans(cues, runs, duration, 1.0, max_s,
+                                            int(rng.choice([0, 200])), int(rng.choice([0, 300])))
+        spans = [c.span for c in chunks]
+        assert all(0 <= s.start_ms < s.end_ms <= duration for s in spans)
+        assert all(s.end_ms - s.start_ms <= max_s * 1000 for s in spans)
+        assert all(a.end_ms <= b.start_ms for a, b in pairwise(spans))
+        placed = [c.index for part in [*chunks, *rejects] for c in part.cues]
+        assert set(placed) == set(range(len(cues)))
+        assert all([c.index for c in ch.cues] == sorted(c.index for c in ch.cues) for ch in chunks)

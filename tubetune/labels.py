@@ -1,17 +1,21 @@
 """Labels for the training chunks: subtitles where the video has them, the teacher elsewhere.
 
 Every chunk is transcribed by the teacher. With ``source: auto`` (default) a chunk whose
-video has uploader subtitles takes the subtitle text (cut to the chunk's times) as its
-label, and the teacher's transcript serves as a check: a chunk where the two disagree
-(subtitles out of sync, not verbatim, or cut mid-cue) is rejected. ``pseudo`` always uses
-the teacher; ``subtitles`` uses only chunks that have subtitles, and with
-``max_subtitle_disagreement: null`` trusts them without running the teacher at all (no model
-work: for corpora with reliable subtitles, and for benchmarks of everything else).
+video has uploader subtitles takes the subtitle text as its label: the segment stage cut
+such videos along their cues, so the label is the text of exactly the whole cues the chunk
+covers, and ``timings`` holds their times within the chunk. The teacher's transcript serves
+as a check: a chunk where the two disagree (subtitles out of sync or not verbatim) is
+rejected. ``pseudo`` always uses the teacher; ``subtitles`` uses only chunks that have
+subtitles, and with ``max_subtitle_disagreement: null`` trusts them without running the
+teacher at all (no model work: for corpora with reliable subtitles, and for benchmarks of
+everything else).
 
 Every chunk ends in exactly one of two CSVs: ``labels.csv`` (kept, with the teacher's
 scores so filters can be tuned without re-transcribing) or ``rejects.csv`` (with a
-reason code and its detail). Teacher labels go through :mod:`tubetune.filters`; every
-label is normalised per language (:func:`tubetune.text.normalize_target`).
+reason code and its detail), and so does the subtitle time the segment stage could not
+chunk (its ``rejects.csv``); ``subtitles.json`` says how much of the subtitle time the kept
+labels hold. Teacher labels go through :mod:`tubetune.filters`; every label is normalised
+per language (:func:`tubetune.text.normalize_target`).
 
 ``max_subtitle_disagreement`` defaults to 50 % rather than distil-whisper's 10 %: there
 the check guards the *pseudo-label*; here the subtitle is the target and the teacher (often
@@ -36,7 +40,16 @@ from tubetune.items import ItemReport
 from tubetune.metrics import utterance_error_rate
 from tubetune.params import LabelParams, ScaleParams
 from tubetune.sharding import TeacherSpec, gpu_count, transcribe_batches
-from tubetune.subtitles import Cue, cut_fraction, pick_subtitle, read_vtt, text_in_span
+from tubetune.subtitles import (
+    CoveredCue,
+    Cue,
+    cues_in_span,
+    cut_fraction,
+    join_texts,
+    label_cues,
+    load_covered,
+    misplaced_fraction,
+)
 from tubetune.teacher import DecodeOptions, Transcript, pick_beam_size
 from tubetune.text import normalize_target
 
@@ -45,8 +58,12 @@ log = logging.getLogger(__name__)
 LABEL_COLUMNS = [
     "path", "text", "label_source", "source", "item", "start_ms", "end_ms", "duration_s",
     "language", "language_probability", "avg_logprob", "no_speech_prob", "compression_ratio",
-    "num_tokens", "pseudo_text", "disagreement",
+    "num_tokens", "pseudo_text", "disagreement", "timings",
 ]
+"""``timings``: a JSON list of ``[start_ms, end_ms, text]`` relative to the chunk start: the
+cues a subtitle label covers (clamped to the chunk), or the teacher's segments; empty where
+the times are unknown. Training turns them into Whisper's timestamp tokens."""
+SUBTITLE_TIME_JSON = "subtitles.json"
 TRANSCRIPT_COLUMNS = [f.name for f in fields(Transcript)]
 FLOAT_COLUMNS = ("language_probability", "avg_logprob", "no_speech_prob", "compression_ratio")
 
@@ -63,20 +80,6 @@ def subtitle_rejection(
     if disagreement is not None and bound is not None and disagreement > bound:
         return "subtitle_disagrees", f"subtitle vs teacher error rate {disagreement:.0f}%"
     return None
-
-
-def _item_cues(raw_dir: Path, language: str | None) -> dict[str, list[Cue]]:
-    """Subtitle cues per item of a download manifest (items without subtitles left out)."""
-    manifest_path = raw_dir / "manifest.csv"
-    if not manifest_path.is_file():
-        return {}
-    manifest = pd.read_csv(manifest_path, dtype=str, keep_default_na=False)
-    cues = {}
-    for row in manifest.itertuples(index=False):
-        path = pick_subtitle(raw_dir, row.subtitles, row.language or language or "")
-        if path is not None:
-            cues[row.item] = read_vtt(path)
-    return cues
 
 
 def _batches(chunks: pd.DataFrame, size: int) -> Iterator[list]:
@@ -106,8 +109,11 @@ def label_source(
     """
     scale = scale or ScaleParams()
     report = ItemReport("pseudo-label", source)
-    chunks = pd.read_csv(segments_dir / "segments.csv", dtype={"item": str, "path": str})
-    cues = _item_cues(raw_dir, language) if params.source != "pseudo" else {}
+    chunks = pd.read_csv(segments_dir / "segments.csv", dtype={"item": str, "path": str,
+                                                                "cues": str})
+    if "cues" not in chunks:  # a segments.csv from before chunks named their cues
+        chunks["cues"] = ""
+    cues = label_cues(raw_dir, language, params.source)
     spec = TeacherSpec(params.engine, model_dir, hf_dir or model_dir.parent / "hf",
                        params.device, params.compute_type, params.cpu_threads)
     beam_size = pick_beam_size(params.beam_size, "cuda" if gpu_count(spec) else "cpu")
@@ -123,13 +129,14 @@ def label_source(
                 scale.label_runner, scale.label_workers, scale.ray_address, bar.update,
             )
     kept, rejected = [], []
+    kept_cue_ms: dict[tuple[str, int], int] = {}
     for batch, outcome in zip(batches, outcomes, strict=True):
         if isinstance(outcome, str):  # one bad batch must not sink the source
             for row in batch:
                 report.fail(Path(row.path).name, outcome)
             continue
         for row, t in zip(batch, outcome, strict=True):
-            record, reason = _label(row, t, source, cues, language, params)
+            record, reason, covered = _label(row, t, source, cues, language, params)
             name = Path(row.path).name
             if reason:
                 rejected.append({**record, "reason": reason[0], "detail": reason[1]})
@@ -137,6 +144,14 @@ def label_source(
             else:
                 kept.append(record)
                 report.ok.append(name)
+                for cue in covered:
+                    key = (row.item, cue.index)
+                    kept_cue_ms[key] = kept_cue_ms.get(key, 0) + cue.duration_ms
+    for record in _unchunked(segments_dir / "rejects.csv", source, language, params):
+        rejected.append(record)
+        report.skip(f"{record['item']} {record['start_ms']}-{record['end_ms']} ms",
+                    f"{record['reason']}: {record['detail']}")
+    _write_subtitle_time(out_dir / SUBTITLE_TIME_JSON, cues, kept_cue_ms)
     _write_csv(kept, LABEL_COLUMNS, out_dir / "labels.csv")
     _write_csv(rejected, [*LABEL_COLUMNS, "reason", "detail"], out_dir / "rejects.csv")
     report.finish(out_dir / "report.json")
@@ -146,8 +161,9 @@ def label_source(
 def _label(
     row, t: Transcript | None, source: str, cues: dict[str, list[Cue]], language: str | None,
     params: LabelParams,
-) -> tuple[dict, Rejection | None]:
-    """The label record of one chunk and why it is rejected (None: kept).
+) -> tuple[dict, Rejection | None, list[CoveredCue]]:
+    """The label record of one chunk, why it is rejected (None: kept) and the subtitle cues
+    its label holds.
 
     ``t`` None: the teacher did not run (subtitles only); its columns stay empty.
     """
@@ -158,36 +174,95 @@ def _label(
     record = {
         "path": row.path, "source": source, "item": row.item,
         "start_ms": row.start_ms, "end_ms": row.end_ms, "duration_s": duration_s,
-        **scores, "pseudo_text": pseudo, "disagreement": None,
+        **scores, "pseudo_text": pseudo, "disagreement": None, "timings": "",
     }
+    covered: list[CoveredCue] = []
     if row.item in cues:
         item_cues = cues[row.item]
-        subtitle = normalize_target(
-            text_in_span(item_cues, row.start_ms, row.end_ms), target_lang, params.normalize
-        )
-        cut = cut_fraction(item_cues, row.start_ms, row.end_ms)
+        covered = load_covered(row.cues)
+        if covered:  # cut along its cues by the segment stage
+            cut = misplaced_fraction(item_cues, covered, row.start_ms, row.end_ms)
+        else:  # a chunk cut otherwise (segments.csv from elsewhere): the cues mostly inside
+            covered = [CoveredCue(i, item_cues[i].start_ms, item_cues[i].end_ms, item_cues[i].text)
+                       for i in cues_in_span(item_cues, row.start_ms, row.end_ms)]
+            cut = cut_fraction(item_cues, row.start_ms, row.end_ms)
+        subtitle, timings = _cue_text(covered, row.start_ms, row.end_ms, target_lang, params)
         disagreement = (utterance_error_rate(subtitle, pseudo, target_lang)
                         if subtitle and t is not None else None)
-        record.update(text=subtitle, label_source="subtitles", disagreement=disagreement)
+        record.update(text=subtitle, label_source="subtitles", disagreement=disagreement,
+                      timings=timings)
         reason = subtitle_rejection(subtitle, cut, disagreement, params)
     elif params.source == "subtitles":
         record.update(text="", label_source="none")
         reason = ("no_subtitles", "video has no subtitles (labels.source: subtitles)")
     else:
-        record.update(text=pseudo, label_source="pseudo")
+        record.update(text=pseudo, label_source="pseudo",
+                      timings=_teacher_timings(t.timings, target_lang, params))
         reason = teacher_rejection(t, duration_s, language, params)
         if reason is None and pseudo != t.text:  # normalisation can change the text
             reason = text_rejection(pseudo, t.num_tokens, duration_s, target_lang, params)
-    return record, reason
+    return record, reason, covered
+
+
+def _teacher_timings(timings: str, language: str, params: LabelParams) -> str:
+    """The teacher's segment times with each segment's text normalised like the label."""
+    if not timings:
+        return ""
+    segments = [[start, end, normalize_target(text, language, params.normalize)]
+                for start, end, text in json.loads(timings)]
+    return json.dumps(segments, ensure_ascii=False, separators=(",", ":"))
+
+
+def _cue_text(covered: list[CoveredCue], start_ms: int, end_ms: int, language: str,
+              params: LabelParams) -> tuple[str, str]:
+    """The label of a chunk's cues (their normalised texts joined) and its ``timings``."""
+    texts = [normalize_target(c.text, language, params.normalize) for c in covered]
+    length = end_ms - start_ms
+    timings = [[min(max(c.start_ms - start_ms, 0), length),
+                min(max(c.end_ms - start_ms, 0), length), text]
+               for c, text in zip(covered, texts, strict=True)]
+    return join_texts(texts), (json.dumps(timings, ensure_ascii=False, separators=(",", ":"))
+                               if timings else "")
+
+
+def _unchunked(rejects_csv: Path, source: str, language: str | None,
+               params: LabelParams) -> Iterator[dict]:
+    """Reject records for the subtitle time the segment stage left without a chunk."""
+    if not rejects_csv.is_file():
+        return
+    frame = pd.read_csv(rejects_csv, dtype={"item": str, "cues": str, "detail": str},
+                        keep_default_na=False)
+    for row in frame.itertuples(index=False):
+        text, timings = _cue_text(load_covered(row.cues), row.start_ms, row.end_ms,
+                                  language or "", params)
+        yield {**dict.fromkeys(LABEL_COLUMNS), "path": "", "text": text,
+               "label_source": "subtitles", "source": source, "item": row.item,
+               "start_ms": row.start_ms, "end_ms": row.end_ms,
+               "duration_s": round((row.end_ms - row.start_ms) / 1000, 3), "timings": timings,
+               "reason": row.reason, "detail": row.detail}
+
+
+def _write_subtitle_time(path: Path, cues: dict[str, list[Cue]],
+                         kept_cue_ms: dict[tuple[str, int], int]) -> None:
+    """How much of the source's subtitle time the kept labels hold (a cue split into pieces
+    counts by the pieces kept)."""
+    total = sum(c.duration_ms for item_cues in cues.values() for c in item_cues)
+    kept = sum(min(ms, cues[item][index].duration_ms)
+               for (item, index), ms in kept_cue_ms.items())
+    data = {"subtitle_s": round(total / 1000, 3), "kept_s": round(kept / 1000, 3)}
+    atomic_write_text(path, json.dumps(data, indent=2, sort_keys=True) + "\n")
 
 
 def label_report(labels_dir: Path, sources: list[str], out_path: Path) -> dict:
-    """Counts and hours kept/rejected per reason and per source, as a DVC metric.
+    """Counts and hours kept/rejected per reason and per source, as a DVC metric, with the
+    share of the subtitle time that the kept labels hold (``subtitle_time_kept``; null
+    without subtitles).
 
     Prints a table and writes ``out_path`` (JSON).
     """
     per_source: dict[str, dict] = {}
     totals: dict[str, dict] = {"kept": {"chunks": 0, "hours": 0.0}, "rejected": {}}
+    subtitle_s = kept_s = 0.0
     for source in sources:
         kept = _read(labels_dir / source / "labels.csv")
         rejects = _read(labels_dir / source / "rejects.csv")
@@ -199,12 +274,18 @@ def label_report(labels_dir: Path, sources: list[str], out_path: Path) -> dict:
             "rejected": {k: _count(g) for k, g in rejects.groupby("reason")}
             if len(rejects) else {},
         }
+        time_path = labels_dir / source / SUBTITLE_TIME_JSON
+        times = json.loads(time_path.read_text()) if time_path.is_file() else {}
+        subtitle_s += times.get("subtitle_s", 0.0)
+        kept_s += times.get("kept_s", 0.0)
+        entry.update(_subtitle_time(times.get("subtitle_s", 0.0), times.get("kept_s", 0.0)))
         per_source[source] = entry
         _add(totals["kept"], entry["kept"])
         for reason, c in entry["rejected"].items():
             _add(totals["rejected"].setdefault(reason, {"chunks": 0, "hours": 0.0}), c)
     for c in [totals["kept"], *totals["rejected"].values()]:
         c["hours"] = round(c["hours"], 4)
+    totals.update(_subtitle_time(subtitle_s, kept_s))
     result = {"total": totals, "sources": per_source}
     atomic_write_text(out_path, json.dumps(result, indent=2, sort_keys=True) + "\n")
     print(f"{'source':<24} {'reason':<22} {'chunks':>7} {'hours':>8}")
@@ -217,7 +298,17 @@ def label_report(labels_dir: Path, sources: list[str], out_path: Path) -> dict:
           f"{totals['kept']['hours']:>8.3f}")
     for reason, c in sorted(totals["rejected"].items()):
         print(f"{'TOTAL':<24} {reason:<22} {c['chunks']:>7} {c['hours']:>8.3f}")
+    for source, entry in [*per_source.items(), ("TOTAL", totals)]:
+        if entry["subtitle_time_kept"] is not None:
+            print(f"{source:<24} {'subtitle time kept':<22} "
+                  f"{entry['subtitle_time_kept']:>16.1%} of {entry['subtitle_hours']:.3f} h")
     return result
+
+
+def _subtitle_time(subtitle_s: float, kept_s: float) -> dict:
+    """Report keys: subtitle hours and the share of them in kept labels (None: no subtitles)."""
+    return {"subtitle_hours": round(subtitle_s / 3600, 4),
+            "subtitle_time_kept": round(kept_s / subtitle_s, 4) if subtitle_s else None}
 
 
 def _read(path: Path) -> pd.DataFrame:

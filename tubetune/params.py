@@ -72,6 +72,7 @@ class SegmentParams:
     min_s: float = 1.0
     max_s: float = 30.0
     pad_ms: int = 200
+    cue_snap_ms: int = 300
 
 
 @dataclass(frozen=True)
@@ -409,6 +410,8 @@ def _check_values(p: Params, origin: str) -> None:
         raise bad("segment.min_s", "must be >= 0 and <= length_s and max_s")
     if seg.pad_ms < 0:
         raise bad("segment.pad_ms", "must be >= 0")
+    if seg.cue_snap_ms < 0:
+        raise bad("segment.cue_snap_ms", "must be >= 0")
     sp = p.split
     for key, frac in [("validation_fraction", sp.validation_fraction),
                       ("test_fraction", sp.test_fraction)]:

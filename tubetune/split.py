@@ -32,7 +32,7 @@ log = logging.getLogger(__name__)
 
 SPLITS = ("train", "validation", "test")
 COLUMNS = ["path", "text", "source", "item", "start_ms", "end_ms", "duration_s", "language",
-           "reference"]
+           "reference", "timings"]
 
 
 @dataclass(frozen=True)
@@ -113,7 +113,8 @@ def _pseudo_rows(video: Video, params: SplitParams) -> list[dict]:
     return [
         {"path": r.path, "text": r.text, "source": video.source, "item": video.item,
          "start_ms": r.start_ms, "end_ms": r.end_ms, "duration_s": r.duration_s,
-         "language": video.language, "reference": r.label_source}
+         "language": video.language, "reference": r.label_source,
+         "timings": getattr(r, "timings", "")}
         for r in rows.itertuples(index=False)
     ]
 
