@@ -1,4 +1,4 @@
-"""Build the held-out set in ``data/sample/heldout/``: speech of another kind than the sample.
+"""Build the held-out set in ``data/evalsets/heldout/``: speech of another kind than the sample.
 
 The bundled training sample is espeak-ng narration, so a held-out set made with espeak-ng
 would improve along with it even while fine-tuning makes the model forget other speech. This
@@ -22,7 +22,7 @@ Needs ``flite``, ``festival``, ``festvox-kallpc16k``, ``festvox-kdlpc16k`` and
 ``festvox-us-slt-hts`` (Debian/Ubuntu), ``apt-get`` and ``dpkg-deb`` to fetch and unpack the
 pocketsphinx test data, ``pip`` to fetch the MFA sdist, and ``imageio-ffmpeg``. Usage::
 
-    python scripts/make_heldout.py [--out-dir data/sample/heldout] [--downloads DIR]
+    python scripts/make_heldout.py [--out-dir data/evalsets/heldout] [--downloads DIR]
 """
 
 from __future__ import annotations
@@ -44,7 +44,7 @@ import numpy as np
 LOG = logging.getLogger("make_heldout")
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-DEFAULT_OUT_DIR = REPO_ROOT / "data" / "sample" / "heldout"
+DEFAULT_OUT_DIR = REPO_ROOT / "data" / "evalsets" / "heldout"
 RATE = 16000
 SEED = 20240917
 """Master seed of the degradations; each clip derives its own from it and its index."""

@@ -39,7 +39,7 @@ def main(argv: list[str]) -> None:
     hours = sum(pd.read_csv(path)["duration_s"].sum() / 3600
                 for path in Path("data/split/rounds").glob("*/train.csv"))
     guard = Path("metrics/guard") / f"{params.final_round}.json"
-    summary = headline(metrics, params.language, hours,
+    summary = headline(metrics, hours,
                        json.loads(guard.read_text()) if guard.is_file() else None)
     atomic_write_text(Path("metrics/headline.json"), json.dumps(summary, indent=2) + "\n")
     print(render_headline(summary))

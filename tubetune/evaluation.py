@@ -24,7 +24,6 @@ from tqdm import tqdm
 
 from tubetune.audio import load_audio
 from tubetune.fsutil import atomic_path, atomic_write_text
-from tubetune.languages import profile
 from tubetune.metrics import error_rates, utterance_error_rate
 from tubetune.params import EvaluateParams
 from tubetune.split import LONGFORM_CSV, external_rows
@@ -100,6 +99,13 @@ def load_sets(test_csv: Path, heldout: str | None, language: str,
         halves = heldout_halves(pd.DataFrame(external_rows(Path(heldout), language)))
         sets.update(zip(HELDOUT_SETS, halves, strict=True))
     return {name: frame for name, frame in sets.items() if not frame.empty}
+
+
+def scoring_language(frame: pd.DataFrame, default: str) -> str:
+    """The language a set is scored in: its rows' own when they agree (an English held-out set
+    in a zh-TW pipeline is scored as English), else ``default``."""
+    languages = set(frame["language"]) - {""} if "language" in frame else set()
+    return languages.pop() if len(languages) == 1 else default
 
 
 def load_longform(split_dir: Path, split: str, modes: tuple[str, ...] = tuple(LONGFORM_MODES),
@@ -250,7 +256,8 @@ def evaluate_models(
                 utterance_error_rate(r.text, h, r.language or language)
                 for r, h in zip(frame.itertuples(index=False), hyps, strict=True)
             ]
-            rates = {**error_rates(frame["text"].tolist(), hyps, language).as_dict(),
+            rates = {**error_rates(frame["text"].tolist(), hyps,
+                                   scoring_language(frame, language)).as_dict(),
                      "rtf": round(prediction.rtf[set_name], 3)}
             share = prediction.timestamp_share(set_name)
             if share is not None:
@@ -293,18 +300,19 @@ def _relative_changes(metrics: dict[str, dict], tuned: list[str]) -> None:
 HEADLINE_SETS = {"test": "test", "heldout": "heldout", "longform": "longform_sequential"}
 
 
-def headline(metrics: dict[str, dict], language: str, hours_trained: float,
+def headline(metrics: dict[str, dict], hours_trained: float,
              guard: dict | None) -> dict[str, float | str]:
     """The handful of figures people compare across experiments (``dvc exp show``): the
-    headline error (CER for zh/ja/ko/th, else WER) of the exported model and of the base on
-    each set, the long-form timestamp share, the hours trained on and the guard's choice."""
-    unit = profile(language).metric
+    headline error (CER for zh/ja/ko/th, else WER; by each set's language) of the exported
+    model and of the base on each set, the long-form timestamp share, the hours trained on
+    and the guard's choice."""
     out: dict[str, float | str] = {}
     for label, name in HEADLINE_SETS.items():
         for model, suffix in (("finetuned", ""), ("baseline", "_base")):
             scores = metrics.get(model, {})
             scores = scores if name == "test" else scores.get(name)
             if scores:
+                unit = "cer" if scores["unit"] == "char" else "wer"  # each set's own language
                 out[f"{label}_{unit}{suffix}"] = scores[unit]
                 if "cer_script_insensitive" in scores and not suffix:
                     out[f"{label}_cer_script_insensitive"] = scores["cer_script_insensitive"]

@@ -32,7 +32,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from tubetune.evaluation import Predictions, load_predictions, transcribe_sets
+from tubetune.evaluation import Predictions, load_predictions, scoring_language, transcribe_sets
 from tubetune.fsutil import atomic_path, atomic_write_text
 from tubetune.metrics import error_rates
 from tubetune.params import EvaluateParams, ExportParams
@@ -123,7 +123,8 @@ def _errors(sets: dict[str, pd.DataFrame], predictions: Predictions,
             language: str) -> dict[str, float]:
     """Primary error (percent) per set, plus the long-form set's timestamp share."""
     errors = {name: round(error_rates(sets[name]["text"].tolist(), predictions.texts[name],
-                                      language).primary, 2) for name in sets}
+                                      scoring_language(sets[name], language)).primary, 2)
+              for name in sets}
     share = predictions.timestamp_share(LONGFORM)
     if share is not None:
         errors["timestamp_share"] = share

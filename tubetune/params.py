@@ -177,6 +177,7 @@ class RoundParams:
     train: dict[str, Any] = field(default_factory=dict)
 
 
+EVALSETS_DIR = "data/evalsets"  # held-out and fixed test sets: a folder the stages depend on
 BASE_MODEL_DIR = "models/base/hf"
 TRAIN_DIR = "models/train"  # each round's fine-tuned weights (+ checkpoint snapshots)
 ROUNDS_DIR = "models/rounds"  # each round's guarded model: what later rounds and export take
@@ -462,6 +463,12 @@ def _check_values(p: Params, origin: str) -> None:
                   f"expected phonetic or orthographic, got {norm.ko_dual_spelling!r}")
     if p.evaluate.beam_size < 1:
         raise bad("evaluate.beam_size", "must be >= 1")
+    for key, csv in (("evaluate.heldout", p.evaluate.heldout),
+                     ("split.external_test", p.split.external_test)):
+        inside = Path(csv or EVALSETS_DIR).as_posix().startswith(EVALSETS_DIR + "/")
+        if csv is not None and (not inside or ".." in Path(csv).parts):
+            raise bad(key, f"must be a CSV under {EVALSETS_DIR}/ (the folder DVC tracks for "
+                      f"evaluation sets; copy the set there), got {csv!r}")
     ex = p.export
     if not 0 <= ex.max_heldout_regression <= 10:
         raise bad("export.max_heldout_regression", "must be in [0, 10] (0.05 = 5 % relative)")
