@@ -216,7 +216,9 @@ def test_split_cuts_gold_utterances_per_multi_phrase_cue(sample_chain: dict) -> 
     assert not gold.empty and set(gold["reference"]) == {"subtitles"}
     for row in gold.itertuples():
         cues = sample_chain["cues"][row.item]
-        (cue,) = [c for c in cues if (c.start_ms, c.end_ms) == (row.start_ms, row.end_ms)]
+        # the cue's span, widened by up to split.gold_pad_ms into the pauses around it
+        (cue,) = [c for c in cues if 0 <= c.start_ms - row.start_ms <= 200
+                  and 0 <= row.end_ms - c.end_ms <= 200]
         assert row.text == clean_target(cue.text)
     assert any(". " in text for text in gold["text"])  # cues of several sentences stay whole
     assert all(a.end_ms <= b.start_ms for _, group in gold.groupby("item")

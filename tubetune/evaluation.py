@@ -27,7 +27,7 @@ from tubetune.fsutil import atomic_path, atomic_write_text
 from tubetune.metrics import error_rates, utterance_error_rate
 from tubetune.params import EvaluateParams
 from tubetune.split import LONGFORM_CSV, external_rows
-from tubetune.teacher import FasterWhisperTranscriber
+from tubetune.teacher import FasterWhisperTranscriber, pick_beam_size
 
 log = logging.getLogger(__name__)
 
@@ -175,16 +175,17 @@ def transcribe_sets(
     with tempfile.TemporaryDirectory(prefix="tubetune-eval-") as tmp:
         model = FasterWhisperTranscriber(_ct2_dir(model_dir, Path(tmp)), params.device,
                                          params.compute_type)
+        beam_size = pick_beam_size(params.beam_size, model.device)
         for name, frame in sets.items():
             vad = _longform_mode(name)
             if vad is None:
                 out.texts[name], out.rtf[name] = transcribe_manifest(
-                    frame, model, language, task, params.beam_size)
+                    frame, model, language, task, beam_size)
                 continue
             started, texts, windows = time.perf_counter(), [], []
             for row in frame.itertuples(index=False):
                 result = transcribe_long(model.model, row.path, row.language or language, task,
-                                         params.beam_size, vad_filter=vad)
+                                         beam_size, vad_filter=vad)
                 texts.append(result.text)
                 windows.append((result.windows, result.closed_windows))
             seconds = float(frame["duration_s"].sum()) or 1.0

@@ -87,14 +87,21 @@ def _gold_rows(video: Video, tmp_audio: Path, final_audio: Path,
                params: SplitParams) -> list[dict]:
     """Utterances cut at subtitle cue times, each written as its own WAV file.
 
-    Files are written under ``tmp_audio``; the CSV rows name them under ``final_audio``.
+    Each cue is widened by up to ``params.gold_pad_ms`` on both sides (never past half the
+    gap to its neighbour): uploaded cue times are often early or late by a few hundred ms,
+    and a clipped word would count as the model's error. Files are written under
+    ``tmp_audio``; the CSV rows name them under ``final_audio``.
     """
-    cues = [
-        c for c in read_vtt(video.subtitle)
+    all_cues = read_vtt(video.subtitle)
+    end = int(video.duration_s * 1000)
+    spans_by_cue = _padded_spans(all_cues, end, params.gold_pad_ms)
+    kept = [
+        i for i, c in enumerate(all_cues)
         if params.min_duration_s <= c.duration_ms / 1000 <= params.max_duration_s
         and c.end_ms <= video.duration_s * 1000 + 500
     ]
-    spans = [Span(c.start_ms, min(c.end_ms, int(video.duration_s * 1000))) for c in cues]
+    cues = [all_cues[i] for i in kept]
+    spans = [spans_by_cue[i] for i in kept]
     paths = write_chunks(video.audio, spans, tmp_audio / video.source, video.item)
     return [
         {"path": (final_audio / p.relative_to(tmp_audio)).as_posix(),
@@ -104,6 +111,19 @@ def _gold_rows(video: Video, tmp_audio: Path, final_audio: Path,
          "reference": "subtitles"}
         for c, s, p in zip(cues, spans, paths, strict=True)
     ]
+
+
+def _padded_spans(cues: list, end_ms: int, pad_ms: int) -> list[Span]:
+    """Each cue's span widened by ``pad_ms``, at most half-way to the neighbouring cues and
+    within ``[0, end_ms]``."""
+    spans = []
+    for i, cue in enumerate(cues):
+        before = cues[i - 1].end_ms if i else -2 * pad_ms
+        after = cues[i + 1].start_ms if i + 1 < len(cues) else end_ms + 2 * pad_ms
+        start = cue.start_ms - max(min(pad_ms, (cue.start_ms - before) // 2), 0)
+        stop = cue.end_ms + max(min(pad_ms, (after - cue.end_ms) // 2), 0)
+        spans.append(Span(max(start, 0), min(stop, end_ms)))
+    return spans
 
 
 def _pseudo_rows(video: Video, params: SplitParams) -> list[dict]:
