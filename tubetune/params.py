@@ -66,7 +66,7 @@ class DownloadParams:
 class SegmentParams:
     """How resampled audio is cut into training chunks."""
 
-    method: str = "fixed"
+    method: str = "vad"
     length_s: float = 10.0
     overlap_s: float = 2.0
     min_s: float = 1.0
@@ -191,7 +191,7 @@ class EvaluateParams:
     beam_size: int | str = "auto"  # auto: greedy on CPU, 5 on GPU (like labels.beam_size)
     compute_type: str = "auto"
     device: str = "auto"
-    heldout: str | None = None
+    heldout: str | None = "data/evalsets/heldout/heldout.csv"  # the bundled set
 
 
 @dataclass(frozen=True)
