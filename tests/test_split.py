@@ -9,6 +9,7 @@ import pandas as pd
 import pytest
 import soundfile as sf
 
+from tubetune.errors import StageError
 from tubetune.params import SplitParams
 from tubetune.split import Video, assign_rounds, assign_splits, build_splits
 
@@ -71,7 +72,7 @@ def test_build_splits_has_no_leakage_and_uses_external_test(tmp_path: Path) -> N
 
 def test_more_rounds_than_videos_is_a_clear_error(tmp_path: Path) -> None:
     videos = [video("a", f"v{i}", 60.0) for i in range(3)]
-    with pytest.raises(ValueError, match="has no training videos"):
+    with pytest.raises(StageError, match="has no training videos"):
         build_splits(videos, tmp_path / "split", tmp_path / "m.json", SplitParams(),
                      rounds={"r1": [], "r2": [], "r3": []})
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from tubetune.errors import StageError
 from tubetune.metrics import error_rates, utterance_error_rate
 from tubetune.subtitles import Cue, cut_fraction, parse_vtt, text_in_span
 from tubetune.text import clean_target, normalize_for_metric, uses_characters
@@ -120,13 +121,13 @@ def test_saved_baseline_predictions_are_scored_and_stale_ones_refused(tmp_path) 
     assert list(pd.read_csv(tmp_path / "predictions.csv").columns[-4:]) == [
         "baseline", "baseline_error", "finetuned", "finetuned_error"]
 
-    with pytest.raises(ValueError, match="other test utterances"):
+    with pytest.raises(StageError, match="other test utterances"):
         load_predictions({"test": test.iloc[:1]}, tmp_path / "baseline")
 
     from tubetune.evaluation import load_sets
 
     test.iloc[:0].to_csv(tmp_path / "test.csv", index=False)
-    with pytest.raises(ValueError, match="the test split has no utterances"):
+    with pytest.raises(StageError, match="the test split has no utterances"):
         load_sets(tmp_path / "test.csv", None, "en")  # both evaluate stages stop here
 
 

@@ -35,6 +35,7 @@ import pandas as pd
 import soundfile as sf
 from tqdm import tqdm
 
+from tubetune.errors import TubetuneError
 from tubetune.fsutil import atomic_path, atomic_write_text
 from tubetune.items import ItemReport, StageError
 from tubetune.vad import SAMPLE_RATE as VAD_SAMPLE_RATE
@@ -63,7 +64,7 @@ _WRAPPER_RE = re.compile(r"^Error opening input(?: files)?: ")
 _OUT_TIME_RE = re.compile(r"^out_time_us=(\d+)$", re.MULTILINE)
 
 
-class MediaError(Exception):
+class MediaError(TubetuneError):
     """A media file cannot be used; the message is a one-line human reason."""
 
 

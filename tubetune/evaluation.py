@@ -23,6 +23,7 @@ import pandas as pd
 from tqdm import tqdm
 
 from tubetune.audio import load_audio
+from tubetune.errors import StageError
 from tubetune.fsutil import atomic_path, atomic_write_text
 from tubetune.metrics import error_rates, utterance_error_rate
 from tubetune.params import EvaluateParams
@@ -92,7 +93,7 @@ def load_sets(test_csv: Path, heldout: str | None, language: str,
     An empty test split is an error: there would be nothing to compare."""
     sets = {"test": _read_split(test_csv)}
     if sets["test"].empty:
-        raise ValueError("evaluate: the test split has no utterances")
+        raise StageError("the test split has no utterances")
     if validation_csv is not None:
         sets["validation"] = _read_split(validation_csv)
     if heldout:
@@ -219,7 +220,7 @@ def load_predictions(sets: dict[str, pd.DataFrame], out_dir: Path) -> Prediction
     for name, f in sets.items():
         rows = frame[frame["set"] == name]
         if rows["path"].tolist() != f["path"].tolist():
-            raise ValueError(f"{out_dir} holds predictions for other {name} utterances than "
+            raise StageError(f"{out_dir} holds predictions for other {name} utterances than "
                              f"the current ones; rerun the stage that writes it")
         out.texts[name], out.rtf[name] = rows["text"].tolist(), rtfs[name]
         if _longform_mode(name) is not None:

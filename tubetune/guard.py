@@ -35,6 +35,7 @@ import pandas as pd
 from tubetune.evaluation import Predictions, load_predictions, scoring_language, transcribe_sets
 from tubetune.fsutil import atomic_path, atomic_write_text
 from tubetune.metrics import error_rates
+from tubetune.models import ModelError
 from tubetune.params import EvaluateParams, ExportParams
 
 log = logging.getLogger(__name__)
@@ -86,7 +87,7 @@ def _read_weights(model_dir: Path) -> dict:
 
     files = sorted(model_dir.glob("*.safetensors"))
     if not files:
-        raise ValueError(f"{model_dir} holds no .safetensors weights")
+        raise ModelError(f"{model_dir} holds no .safetensors weights")
     weights: dict = {}
     for path in files:
         weights.update(load_file(path))
@@ -111,7 +112,7 @@ def write_candidate(candidate: Candidate, start_dir: Path, train_dir: Path, out:
     else:
         tuned = _read_weights(candidate.tuned)
         if set(tuned) != set(start) or any(tuned[k].shape != start[k].shape for k in start):
-            raise ValueError(f"{candidate.tuned} and {start_dir} are not the same architecture")
+            raise ModelError(f"{candidate.tuned} and {start_dir} are not the same architecture")
         a = candidate.a
         weights = {k: (start[k] + a * (tuned[k] - start[k])) if start[k].is_floating_point()
                    else tuned[k] for k in start}

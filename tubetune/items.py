@@ -14,13 +14,12 @@ import logging
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from tubetune.errors import StageError
 from tubetune.fsutil import atomic_write_text
 
+__all__ = ["Failure", "ItemReport", "StageError"]
+
 log = logging.getLogger(__name__)
-
-
-class StageError(RuntimeError):
-    """A stage cannot produce its outputs; the message says why in one line."""
 
 
 @dataclass(frozen=True)

@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 
+from tubetune.errors import TubetuneError
 from tubetune.fsutil import atomic_path, sha256_file
 
 if TYPE_CHECKING:  # torch and transformers take seconds to import: only where used
@@ -60,7 +61,7 @@ _TIMESTAMP = re.compile(r"^<\|\d+\.\d\d\|>$")
 _EOT = "<|endoftext|>"
 
 
-class ModelError(Exception):
+class ModelError(TubetuneError):
     """A model spec or directory that cannot be used, with a message saying why."""
 
 

@@ -18,13 +18,15 @@ from typing import Any
 
 import yaml
 
+from tubetune.errors import TubetuneError
+
 DEFAULT_PARAMS_FILE = Path("params.yaml")
 SOURCE_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 LANGUAGE_RE = re.compile(r"^[a-z]{2,3}(-[A-Za-z]{2,4})?$")
 ENDPOINT_RE = re.compile(r"^(?P<host>[A-Za-z0-9.-]+|\[[0-9A-Fa-f:]+\]):(?P<port>[0-9]{1,5})$")
 
 
-class ParamsError(ValueError):
+class ParamsError(TubetuneError, ValueError):
     """``params.yaml`` is invalid; the message names the key."""
 
 

@@ -22,6 +22,7 @@ from typing import Any
 import pandas as pd
 import soundfile as sf
 
+from tubetune.errors import StageError
 from tubetune.fsutil import atomic_path, atomic_write_text
 from tubetune.params import SplitParams
 from tubetune.segment import Span, write_chunks
@@ -162,13 +163,13 @@ def external_rows(csv_path: Path, language: str) -> list[dict]:
     frame = pd.read_csv(csv_path, dtype=str, keep_default_na=False)
     missing = {"path", "text"} - set(frame.columns)
     if missing:
-        raise ValueError(f"split.external_test: {csv_path} lacks column(s) {sorted(missing)}")
+        raise StageError(f"split.external_test: {csv_path} lacks column(s) {sorted(missing)}")
     base = csv_path.parent
     rows = []
     for r in frame.itertuples(index=False):
         path = Path(r.path) if Path(r.path).is_absolute() else base / r.path
         if not path.is_file():
-            raise ValueError(f"split.external_test: {csv_path}: audio file {r.path!r} not found")
+            raise StageError(f"split.external_test: {csv_path}: audio file {r.path!r} not found")
         duration = sf.info(path).duration if path.suffix.lower() in (".wav", ".flac") else 0.0
         rows.append({"path": path.as_posix(), "text": clean_target(r.text),
                      "source": "external", "item": path.stem, "start_ms": 0,
@@ -194,7 +195,7 @@ def build_splits(videos: list[Video], out_dir: Path, metrics_path: Path, params:
     for source, why in sorted((left_out or {}).items()):
         log.warning("split: source %s has no usable video and is left out: %s", source, why)
     if not videos:
-        raise ValueError("split: no labelled videos to split")
+        raise StageError("no labelled videos to split")
     external = Path(params.external_test) if params.external_test else None
     if external is not None:
         params = dataclasses.replace(params, test_fraction=0.0)
@@ -248,10 +249,10 @@ def build_splits(videos: list[Video], out_dir: Path, metrics_path: Path, params:
         log.info("split %s: %d utterances, %.3f h, videos %s", split,
                  report[split]["utterances"], report[split]["hours"], report[split]["videos"])
     if frames["train"].empty:
-        raise ValueError("split: the train split is empty (no kept labels in train videos)")
+        raise StageError("the train split is empty (no kept labels in train videos)")
     empty = [name for name, keys in per_round.items() if not keys]
     if empty:
-        raise ValueError(f"split: round {empty[0]!r} has no training videos (more rounds "
+        raise StageError(f"round {empty[0]!r} has no training videos (more rounds "
                          "than training videos?)")
     return frames
 

@@ -1,7 +1,9 @@
 """The entry-point wrapper every ``stages/*.py`` script uses.
 
-It configures logging once and turns expected failures (bad params, a stage with nothing
-to work on) into one clear line on stderr and exit status 1 instead of a traceback.
+It configures logging once and turns the project's expected errors (``TubetuneError``: bad
+params, an unusable model or media file, a stage with nothing to work on) into one line on
+stderr naming the stage, and exit status 1. Any other exception is a bug and keeps its
+traceback.
 """
 
 from __future__ import annotations
@@ -10,9 +12,9 @@ import logging
 import os
 import sys
 from collections.abc import Callable
+from pathlib import Path
 
-from tubetune.items import StageError
-from tubetune.params import ParamsError
+from tubetune.errors import TubetuneError
 
 log = logging.getLogger("tubetune")
 
@@ -25,12 +27,17 @@ def setup_logging() -> None:
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
+def stage_name(argv: list[str]) -> str:
+    """The DVC stage a script runs (``stages/pseudo_label.py X`` -> ``pseudo-label@X``)."""
+    name = Path(argv[0]).stem.replace("_", "-")
+    return f"{name}@{argv[1]}" if len(argv) > 1 else name
+
+
 def run(main: Callable[[list[str]], None]) -> None:
-    """Run a stage's ``main(argv)``; exit 1 with a one-line message on known errors."""
+    """Run a stage's ``main(argv)``; exit 1 with one line on the project's expected errors."""
     setup_logging()
     try:
         main(sys.argv[1:])
-    except (ParamsError, StageError, ValueError) as exc:
-        log.error("%s", exc)
-        print(f"error: {exc}", file=sys.stderr)
+    except TubetuneError as exc:
+        print(f"error: {stage_name(sys.argv)}: {exc}", file=sys.stderr)
         sys.exit(1)

@@ -40,7 +40,7 @@ from transformers.trainer_utils import get_last_checkpoint
 from tubetune.dataset import WhisperCollator, load_manifest
 from tubetune.fsutil import atomic_path, atomic_write_text, sha256_file
 from tubetune.metrics import error_rates
-from tubetune.params import TrainParams
+from tubetune.params import ParamsError, TrainParams
 from tubetune.text import uses_characters, whisper_language
 
 log = logging.getLogger(__name__)
@@ -61,7 +61,7 @@ def precision_flags(precision: str) -> dict[str, bool]:
         # Emulated bf16 (e.g. on a T4) would be slower than fp16: ask for native support.
         precision = "bf16" if torch.cuda.is_bf16_supported(including_emulation=False) else "fp16"
     if precision in ("fp16", "bf16") and not cuda:
-        raise ValueError(f"train.precision: {precision} needs a CUDA GPU; use auto or fp32")
+        raise ParamsError(f"train.precision: {precision} needs a CUDA GPU; use auto or fp32")
     if cuda and torch.cuda.get_device_capability()[0] >= 8:
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
@@ -104,7 +104,8 @@ def launcher_command(
         command += ["--standalone", "--nnodes=1"]
     else:
         if not rdzv_endpoint:
-            raise ValueError("train.rdzv_endpoint: needed when num_nodes > 1 (host:port of node 0)")
+            raise ParamsError("train.rdzv_endpoint: needed when num_nodes > 1 "
+                              "(host:port of node 0)")
         if not 0 <= node_rank < nnodes:
             raise ValueError(f"node rank {node_rank} is not in [0, {nnodes})")
         host, _, port = rdzv_endpoint.rpartition(":")
@@ -122,7 +123,7 @@ def relaunch(params: TrainParams, script: str, args: Sequence[str]) -> None:
     if (params.num_gpus <= 1 and params.num_nodes <= 1) or under_launcher():
         return
     if params.num_gpus > 1 and torch.cuda.device_count() < params.num_gpus:
-        raise ValueError(f"train.num_gpus: {params.num_gpus}, but this machine has "
+        raise ParamsError(f"train.num_gpus: {params.num_gpus}, but this machine has "
                          f"{torch.cuda.device_count()} CUDA GPU(s)")
     command = launcher_command(params.num_gpus, script, args, params.num_nodes, node_rank(),
                                params.rdzv_endpoint)
