@@ -209,6 +209,9 @@ def test_health_and_page(server: Running) -> None:
     page = request(server.port, "GET", "/")
     assert page.status == 200 and page.headers["content-type"].startswith("text/html")
     assert b'id="record"' in page.body and b"MediaRecorder" in page.body
+    listed = request(server.port, "GET", "/v1/models").json()
+    assert [m["id"] for m in listed["data"]] == [health.json()["model"]]
+    assert listed["object"] == "list" and listed["data"][0]["object"] == "model"
     missing = request(server.port, "GET", "/nope")
     assert missing.status == 404 and missing.error_code() is None
 

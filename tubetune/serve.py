@@ -128,6 +128,7 @@ class Service:
         self.whisper, self.model_name, self.limits = whisper, model_name, limits
         self.beam_size, self.tmp_dir = beam_size, tmp_dir
         self.ready = True
+        self.started = int(time.time())  # Unix time, as OpenAI's model list reports it
         self.admitted = 0  # requests between admission and response (event-loop only)
         self.running = 0
         self._slots = asyncio.Semaphore(limits.max_concurrency)
@@ -377,6 +378,13 @@ def create_app(service: Service) -> FastAPI:
     @app.get("/health")
     async def health() -> JSONResponse:
         return JSONResponse(service.health(), status_code=200 if service.ready else 503)
+
+    @app.get("/v1/models")
+    async def models() -> JSONResponse:
+        """OpenAI's model list (clients call it to check the server): the one served model."""
+        return JSONResponse({"object": "list", "data": [
+            {"id": service.model_name, "object": "model", "created": service.started,
+             "owned_by": "tubetune"}]})
 
     @app.post(TRANSCRIPTIONS)
     async def transcriptions(request: Request) -> Response:
