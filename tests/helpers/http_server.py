@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 import threading
+import time
 from dataclasses import dataclass
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -22,6 +23,7 @@ class Route:
     body: bytes
     content_type: str
     fail_first: int = 0  # answer 503 to this many requests before serving the body
+    bytes_per_s: int = 0  # > 0: send the body slowly (a download to interrupt mid-file)
 
 
 @dataclass(frozen=True)
@@ -50,10 +52,11 @@ class MediaServer:
         self._httpd = _QuietServer(("127.0.0.1", 0), self._handler_class())
         self._thread: threading.Thread | None = None
 
-    def add(self, path: str, body: bytes | str, content_type: str, fail_first: int = 0) -> str:
+    def add(self, path: str, body: bytes | str, content_type: str, fail_first: int = 0,
+            bytes_per_s: int = 0) -> str:
         """Serve ``body`` at ``path``; return its full URL."""
         data = body.encode("utf-8") if isinstance(body, str) else body
-        self.routes[path] = Route(data, content_type, fail_first)
+        self.routes[path] = Route(data, content_type, fail_first, bytes_per_s)
         return self.url(path)
 
     def url(self, path: str) -> str:
@@ -121,7 +124,8 @@ class MediaServer:
                 size = len(route.body)
                 match = re.fullmatch(r"bytes=(\d*)-(\d*)", range_header or "")
                 if match is None or not (match[1] or match[2]):
-                    self._send(HTTPStatus.OK, route.body, route.content_type, send_body)
+                    self._send(HTTPStatus.OK, route.body, route.content_type, send_body,
+                               rate=route.bytes_per_s)
                     return
                 if match[1]:
                     start = int(match[1])
@@ -136,7 +140,8 @@ class MediaServer:
                     return
                 headers = {"Content-Range": f"bytes {start}-{end}/{size}"}
                 body = route.body[start : end + 1]
-                self._send(HTTPStatus.PARTIAL_CONTENT, body, route.content_type, send_body, headers)
+                self._send(HTTPStatus.PARTIAL_CONTENT, body, route.content_type, send_body, headers,
+                           route.bytes_per_s)
 
             def _send(
                 self,
@@ -145,6 +150,7 @@ class MediaServer:
                 content_type: str,
                 send_body: bool,
                 headers: dict[str, str] | None = None,
+                rate: int = 0,
             ) -> None:
                 self.send_response(status)
                 self.send_header("Content-Type", content_type)
@@ -153,7 +159,13 @@ class MediaServer:
                 for key, value in (headers or {}).items():
                     self.send_header(key, value)
                 self.end_headers()
-                if send_body:
-                    self.wfile.write(body)
+                if not send_body:
+                    return
+                step = max(rate // 10, 1) if rate else len(body) or 1
+                for start in range(0, len(body), step):
+                    self.wfile.write(body[start : start + step])
+                    if rate:
+                        self.wfile.flush()
+                        time.sleep(0.1)
 
         return Handler

@@ -15,11 +15,15 @@ VENV_BIN = Path(sys.executable).parent
 
 
 def run(
-    cmd: list[str], cwd: Path, check: bool = True, timeout: float = 900
+    cmd: list[str], cwd: Path, check: bool = True, timeout: float = 900,
+    env: dict[str, str] | None = None,
 ) -> subprocess.CompletedProcess:
-    """Run a command with the test's virtualenv first on PATH; output captured as text."""
+    """Run a command with the test's virtualenv first on PATH and ``cwd``'s own ``tubetune``
+    package first on the import path (a project copy runs its own code); output captured as
+    text. ``env`` adds variables."""
     env = {**os.environ, "PATH": f"{VENV_BIN}{os.pathsep}{os.environ.get('PATH', '')}",
-           "TOKENIZERS_PARALLELISM": "false", "DVC_NO_ANALYTICS": "1"}
+           "PYTHONPATH": str(cwd), "TOKENIZERS_PARALLELISM": "false", "DVC_NO_ANALYTICS": "1",
+           **(env or {})}
     proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
     if check and proc.returncode != 0:
         raise AssertionError(
