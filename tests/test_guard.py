@@ -125,3 +125,21 @@ def test_guard_round_writes_the_choice_and_the_curve(models: dict[str, Path]) ->
     chosen = WhisperForConditionalGeneration.from_pretrained(root / "chosen").state_dict()
     start = WhisperForConditionalGeneration.from_pretrained(models["start"]).state_dict()
     assert all(torch.equal(chosen[k], start[k]) for k in start)
+
+
+def test_a_regression_the_held_out_set_cannot_rule_out_is_not_within_budget() -> None:
+    # On 20 utterances the candidate is 10 % better on average, but one of them carries
+    # all its gain: resampling the utterances, it is worse than the budget far too often.
+    base_edits = [(1, 10)] * 20
+    lucky = [(0, 10)] * 10 + [(2, 10)] * 9 + [(0, 10)]
+    steady = [(1, 10)] * 19 + [(0, 10)]
+    edits = {"base": base_edits, "start": base_edits, "lucky": lucky, "steady": steady}
+    point = {"validation": 20.0, "heldout_select": 10.0}
+    scored = [Scored("start", 0, 20, 10), Scored("lucky", 1, 5, 9.0), Scored("steady", 0.5, 8,
+                                                                             9.5)]
+    marked, winner = choose(scored, point, point, budget=0.05, edits=edits, confidence=0.9)
+    assert [m.within_budget for m in marked][1:] == [False, True]
+    assert marked[1].vs_base == 0.9 and marked[1].vs_base_upper > 1.05
+    assert winner.name == "steady"
+    _, plain = choose(scored, point, point, budget=0.05)  # point ratios alone: lucky wins
+    assert plain.name == "lucky"

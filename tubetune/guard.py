@@ -14,7 +14,9 @@ between the round's start model and its final weights (robust fine-tuning, Worts
 
 The winner is the candidate with the lowest validation error among those whose held-out
 error stays within ``max_heldout_regression`` (relative) of both the base model and the
-round's start model (for later rounds, the round before), and whose long-form error and
+round's start model (for later rounds, the round before) in ``heldout_confidence`` of paired
+bootstrap resamples of the held-out utterances (a held-out set of a few dozen clips cannot
+tell 10 % better from 10 % worse on one draw), and whose long-form error and
 share of windows closed by a timestamp token stay within the same budget of the start
 model's. The start model itself (``a`` = 0) is always a candidate, so a round that cannot be
 trusted hands on what it started from, with a loud warning. The held-out half used here is
@@ -34,7 +36,7 @@ import pandas as pd
 
 from tubetune.evaluation import Predictions, load_predictions, scoring_language, transcribe_sets
 from tubetune.fsutil import atomic_path, atomic_write_text
-from tubetune.metrics import error_rates
+from tubetune.metrics import bootstrap_ratio_quantile, error_rates, utterance_edits
 from tubetune.models import ModelError
 from tubetune.params import EvaluateParams, ExportParams
 
@@ -67,6 +69,8 @@ class Scored:
     timestamp_share: float | None = None
     vs_base: float | None = None
     vs_start: float | None = None
+    vs_base_upper: float | None = None  # the ratio's bootstrap quantile (see choose)
+    vs_start_upper: float | None = None
     within_budget: bool = True
 
 
@@ -121,15 +125,20 @@ def write_candidate(candidate: Candidate, start_dir: Path, train_dir: Path, out:
 
 
 def _errors(sets: dict[str, pd.DataFrame], predictions: Predictions,
-            language: str) -> dict[str, float]:
-    """Primary error (percent) per set, plus the long-form set's timestamp share."""
+            language: str) -> tuple[dict[str, float], list[tuple[int, int]] | None]:
+    """Primary error (percent) per set, plus the long-form set's timestamp share; and the
+    per-utterance edits on the held-out selection half (None without one)."""
     errors = {name: round(error_rates(sets[name]["text"].tolist(), predictions.texts[name],
                                       scoring_language(sets[name], language)).primary, 2)
               for name in sets}
     share = predictions.timestamp_share(LONGFORM)
     if share is not None:
         errors["timestamp_share"] = share
-    return errors
+    heldout = sets.get("heldout_select")
+    edits = None if heldout is None else utterance_edits(
+        heldout["text"].tolist(), predictions.texts["heldout_select"],
+        scoring_language(heldout, language))
+    return errors, edits
 
 
 def _scored(name: str, a: float, errors: dict[str, float]) -> Scored:
@@ -138,26 +147,38 @@ def _scored(name: str, a: float, errors: dict[str, float]) -> Scored:
 
 
 def choose(scored: list[Scored], base: dict[str, float], start: dict[str, float],
-           budget: float) -> tuple[list[Scored], Scored]:
+           budget: float, edits: dict[str, list[tuple[int, int]]] | None = None,
+           confidence: float = 0.9) -> tuple[list[Scored], Scored]:
     """Mark each candidate's budget check and return the winner (see module docstring).
 
-    Ties in validation error go to the smaller ``a`` (closer to the start model). Without a
-    held-out set nothing can be checked: every candidate is within budget. Without a
-    validation set the candidate with the most fine-tuning within budget wins.
+    With per-utterance ``edits`` on the held-out selection half (candidate names, ``base``
+    and ``start``), a candidate is within budget only when its error ratio to the base and
+    to the start model stays within the budget in ``confidence`` of paired bootstrap
+    resamples of the utterances: on a small held-out set a lucky draw must not pass for "no
+    worse". Without them the ratios themselves are compared. Ties in validation error go to
+    the smaller ``a`` (closer to the start model). Without a held-out set nothing can be
+    checked: every candidate is within budget. Without a validation set the candidate with
+    the most fine-tuning within budget wins.
     """
     marked = []
     for s in scored:
-        vs_base = vs_start = None
+        vs_base = vs_start = upper_base = upper_start = None
         ok = True
         if s.heldout_select is not None:
             vs_base = _ratio(s.heldout_select, base["heldout_select"])
             vs_start = _ratio(s.heldout_select, start["heldout_select"])
-            ok = all(s.heldout_select <= (1 + budget) * ref["heldout_select"] + 1e-9
-                     for ref in (base, start))
+            if edits and s.name in edits:
+                upper_base, upper_start = (round(bootstrap_ratio_quantile(
+                    edits[s.name], edits[ref], confidence), 3) for ref in ("base", "start"))
+                ok = max(upper_base, upper_start) <= 1 + budget + 1e-9
+            else:
+                ok = all(s.heldout_select <= (1 + budget) * ref["heldout_select"] + 1e-9
+                         for ref in (base, start))
         if s.longform is not None and LONGFORM in start:
             ok = ok and s.longform <= (1 + budget) * start[LONGFORM] + 1e-9
             ok = ok and s.timestamp_share >= (1 - budget) * start["timestamp_share"] - 1e-9
-        marked.append(replace(s, vs_base=vs_base, vs_start=vs_start, within_budget=ok))
+        marked.append(replace(s, vs_base=vs_base, vs_start=vs_start, vs_base_upper=upper_base,
+                              vs_start_upper=upper_start, within_budget=ok))
     allowed = [s for s in marked if s.within_budget or s.a == 0]
     winner = min(allowed, key=lambda s: (
         s.validation if s.validation is not None else -s.a, s.a))
@@ -189,7 +210,8 @@ def guard_round(
     model's transcripts of them come from ``baseline_dir`` (the evaluate-baseline stage).
     """
     sets = {name: frame for name, frame in sets.items() if name in SCORED_SETS}
-    base = _errors(sets, load_predictions(sets, baseline_dir), language)
+    base, base_edits = _errors(sets, load_predictions(sets, baseline_dir), language)
+    edits = {"base": base_edits} if base_edits is not None else None
     if "heldout_select" not in sets:
         log.warning("guard %s: no held-out set (evaluate.heldout): forgetting cannot be "
                     "checked; choosing on validation alone", round_name)
@@ -198,18 +220,23 @@ def guard_round(
     with tempfile.TemporaryDirectory(prefix="tubetune-guard-") as tmp:
         for candidate in candidates(train_dir, params):
             if candidate.a == 0 and base_is_start:
-                errors = base
+                errors, candidate_edits = base, base_edits
             else:
                 model_dir = Path(tmp) / candidate.name
                 write_candidate(candidate, start_dir, train_dir, model_dir)
-                errors = _errors(sets, transcribe_sets(sets, model_dir, language, task,
-                                                       evaluate), language)
+                errors, candidate_edits = _errors(
+                    sets, transcribe_sets(sets, model_dir, language, task, evaluate), language)
                 shutil.rmtree(model_dir)
             if candidate.a == 0:
                 start = errors
+            if edits is not None:
+                edits[candidate.name] = candidate_edits
+                if candidate.a == 0:
+                    edits["start"] = candidate_edits
             scored.append(_scored(candidate.name, candidate.a, errors))
             log.info("guard %s: %s: %s", round_name, candidate.name, errors)
-    scored, winner = choose(scored, base, start, params.max_heldout_regression)
+    scored, winner = choose(scored, base, start, params.max_heldout_regression, edits,
+                            params.heldout_confidence)
     if winner.a == 0:
         log.warning("guard %s: NO fine-tuned candidate kept the held-out error within %.0f %% "
                     "of the base and start models: round %s hands on its START MODEL unchanged",
@@ -220,6 +247,7 @@ def guard_round(
     record = {
         "chosen": winner.name, "a": winner.a, "validation": winner.validation,
         "heldout_select": winner.heldout_select, "vs_base": winner.vs_base,
+        "vs_base_upper": winner.vs_base_upper,
         "longform": winner.longform, "timestamp_share": winner.timestamp_share,
         "kept_start_model": winner.a == 0, "budget": params.max_heldout_regression,
     }

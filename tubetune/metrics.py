@@ -76,6 +76,42 @@ def error_rates(refs: Sequence[str], hyps: Sequence[str], language: str | None) 
     )
 
 
+def utterance_edits(refs: Sequence[str], hyps: Sequence[str],
+                    language: str | None) -> list[tuple[int, int]]:
+    """(edits, reference units) of each utterance at the primary unit; (0, 0) for an empty
+    reference. Summed, they give the corpus error rate; resampled, its uncertainty."""
+    out = []
+    for ref, hyp in zip(refs, hyps, strict=True):
+        ref_n, hyp_n = normalize_for_metric(ref, language), normalize_for_metric(hyp, language)
+        if not ref_n:
+            out.append((0, 0))
+            continue
+        m = (jiwer.process_characters if uses_characters(language) else jiwer.process_words)(
+            ref_n, hyp_n)
+        out.append((m.substitutions + m.deletions + m.insertions,
+                    m.hits + m.substitutions + m.deletions))
+    return out
+
+
+def bootstrap_ratio_quantile(candidate: Sequence[tuple[int, int]],
+                             reference: Sequence[tuple[int, int]], quantile: float,
+                             resamples: int = 2000, seed: int = 0) -> float:
+    """The ``quantile`` of candidate/reference corpus error over paired bootstrap resamples of
+    the utterances: how much worse the candidate may really be, given how few utterances the
+    comparison rests on. Deterministic for a seed; inf where the reference makes no error."""
+    import numpy as np
+
+    cand = np.array([e for e, _ in candidate], dtype=float)
+    ref = np.array([e for e, _ in reference], dtype=float)
+    rng = np.random.default_rng(seed)
+    picks = rng.integers(0, len(ref), size=(resamples, len(ref)))
+    cand_sum, ref_sum = cand[picks].sum(axis=1), ref[picks].sum(axis=1)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ratios = np.where(ref_sum > 0, cand_sum / ref_sum,
+                          np.where(cand_sum > 0, np.inf, 1.0))
+    return float(np.quantile(ratios, quantile))
+
+
 def utterance_error_rate(ref: str, hyp: str, language: str | None) -> float | None:
     """Primary error rate (percent) of one utterance, or None for an empty reference."""
     ref_n, hyp_n = normalize_for_metric(ref, language), normalize_for_metric(hyp, language)

@@ -208,6 +208,8 @@ class ExportParams:
     """
 
     max_heldout_regression: float = 0.05
+    heldout_confidence: float = 0.9  # the regression must stay in budget in this share of
+    # paired bootstrap resamples of the held-out utterances (small sets: lucky draws fail)
     interpolation: list[float] = field(default_factory=lambda: [0.5, 1.0])
     checkpoints: bool = True
 
@@ -478,6 +480,8 @@ def _check_values(p: Params, origin: str) -> None:
     ex = p.export
     if not 0 <= ex.max_heldout_regression <= 10:
         raise bad("export.max_heldout_regression", "must be in [0, 10] (0.05 = 5 % relative)")
+    if not 0.5 <= ex.heldout_confidence < 1:
+        raise bad("export.heldout_confidence", "must be in [0.5, 1)")
     if not ex.interpolation or any(not 0 < a <= 1 for a in ex.interpolation):
         raise bad("export.interpolation", "expected a non-empty list of numbers in (0, 1]")
     if p.scale.label_runner not in ("local", "ray"):
