@@ -18,6 +18,7 @@ def main(argv: list[str]) -> None:
         videos, Path("data/split"), Path("metrics/split.json"), params.split,
         rounds={name: r.sources for name, r in params.rounds.items()}, language=params.language,
         left_out=sources_left_out(list(params.sources), videos, Path("data/raw")),
+        normalize=params.labels.normalize,
     )
 
 

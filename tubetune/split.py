@@ -24,10 +24,10 @@ import soundfile as sf
 
 from tubetune.errors import StageError
 from tubetune.fsutil import atomic_path, atomic_write_text
-from tubetune.params import SplitParams
+from tubetune.params import NormalizeParams, SplitParams
 from tubetune.segment import Span, write_chunks
 from tubetune.subtitles import pick_subtitle, read_vtt
-from tubetune.text import clean_target, uses_characters
+from tubetune.text import clean_target, normalize_target, uses_characters
 
 log = logging.getLogger(__name__)
 
@@ -85,7 +85,7 @@ def assign_splits(videos: list[Video], params: SplitParams) -> dict[str, str]:
 
 
 def _gold_rows(video: Video, tmp_audio: Path, final_audio: Path,
-               params: SplitParams) -> list[dict]:
+               params: SplitParams, normalize: NormalizeParams) -> list[dict]:
     """Utterances cut at subtitle cue times, each written as its own WAV file.
 
     Each cue is widened by up to ``params.gold_pad_ms`` on both sides (never past half the
@@ -106,7 +106,8 @@ def _gold_rows(video: Video, tmp_audio: Path, final_audio: Path,
     paths = write_chunks(video.audio, spans, tmp_audio / video.source, video.item)
     return [
         {"path": (final_audio / p.relative_to(tmp_audio)).as_posix(),
-         "text": clean_target(c.text), "source": video.source, "item": video.item,
+         "text": normalize_target(c.text, video.language, normalize),
+         "source": video.source, "item": video.item,
          "start_ms": s.start_ms, "end_ms": s.end_ms,
          "duration_s": round((s.end_ms - s.start_ms) / 1000, 3), "language": video.language,
          "reference": "subtitles"}
@@ -182,15 +183,18 @@ def external_rows(csv_path: Path, language: str) -> list[dict]:
 def build_splits(videos: list[Video], out_dir: Path, metrics_path: Path, params: SplitParams,
                  rounds: dict[str, list[str]] | None = None,
                  language: str = "en",
-                 left_out: dict[str, str] | None = None) -> dict[str, pd.DataFrame]:
+                 left_out: dict[str, str] | None = None,
+                 normalize: NormalizeParams | None = None) -> dict[str, pd.DataFrame]:
     """Write ``train/validation/test.csv`` (+ gold utterance audio), the per-round training
-    slices ``rounds/<name>/train.csv`` and a split report.
+    slices ``rounds/<name>/train.csv`` and a split report. Gold text is normalised like the
+    training targets (``normalize``: zh-TW subtitles in Simplified are scored as Traditional).
 
     A video found in several sources is split once (:func:`drop_duplicates`); ``left_out``
     (source -> why it has no usable video) goes into the report. With
     ``params.external_test`` the test split is that fixed CSV and every video goes to train
     or validation.
     """
+    normalize = normalize or NormalizeParams()
     videos, duplicates = drop_duplicates(videos)
     for source, why in sorted((left_out or {}).items()):
         log.warning("split: source %s has no usable video and is left out: %s", source, why)
@@ -209,7 +213,7 @@ def build_splits(videos: list[Video], out_dir: Path, metrics_path: Path, params:
             split = assignment[video.key]
             use_gold = split != "train" and video.subtitle is not None
             rows[split] += (
-                _gold_rows(video, audio_dir, out_dir / "audio", params)
+                _gold_rows(video, audio_dir, out_dir / "audio", params, normalize)
                 if use_gold
                 else _pseudo_rows(video, params)
             )
@@ -243,7 +247,7 @@ def build_splits(videos: list[Video], out_dir: Path, metrics_path: Path, params:
     report["left_out_sources"] = dict(sorted((left_out or {}).items()))
     report["longform"] = _write_longform(
         [v for v in videos if assignment[v.key] != "train" and v.subtitle is not None],
-        assignment, out_dir / "longform")
+        assignment, out_dir / "longform", normalize)
     atomic_write_text(metrics_path, json.dumps(report, indent=2) + "\n")
     for split in SPLITS:
         log.info("split %s: %d utterances, %.3f h, videos %s", split,
@@ -262,7 +266,8 @@ LONGFORM_CSV = "longform.csv"
 LONGFORM_COLUMNS = ["set", "path", "text", "source", "item", "duration_s", "language"]
 
 
-def _write_longform(videos: list[Video], assignment: dict[str, str], out_dir: Path) -> int:
+def _write_longform(videos: list[Video], assignment: dict[str, str], out_dir: Path,
+                    normalize: NormalizeParams) -> int:
     """Whole validation/test videos with subtitles for long-form scoring: each video's 16 kHz
     audio (copied, so evaluation depends on the split alone) and its whole subtitle text."""
     rows = []
@@ -272,7 +277,8 @@ def _write_longform(videos: list[Video], assignment: dict[str, str], out_dir: Pa
             name = f"{video.source}--{video.item}.wav"
             shutil.copyfile(video.audio, tmp / name)
             joiner = "" if uses_characters(video.language) else " "
-            text = joiner.join(clean_target(c.text) for c in read_vtt(video.subtitle))
+            text = joiner.join(normalize_target(c.text, video.language, normalize)
+                               for c in read_vtt(video.subtitle))
             rows.append({"set": assignment[video.key], "path": (out_dir / name).as_posix(),
                          "text": text, "source": video.source, "item": video.item,
                          "duration_s": round(video.duration_s, 3), "language": video.language})
