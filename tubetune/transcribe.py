@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING
 
 from tubetune.audio import resample_to_wav
 from tubetune.teacher import pick_compute_type, pick_device
+from tubetune.text import whisper_language
 
 if TYPE_CHECKING:
     from faster_whisper import WhisperModel
@@ -147,7 +148,8 @@ def transcribe_long(
     from faster_whisper.tokenizer import Tokenizer
 
     segments, info = whisper.transcribe(
-        str(audio), language=language, task=task, beam_size=beam_size, vad_filter=vad_filter,
+        str(audio), language=whisper_language(language), task=task, beam_size=beam_size,
+        vad_filter=vad_filter,
         condition_on_previous_text=False, word_timestamps=word_timestamps,
     )
     segments = list(segments)  # decoding happens while iterating
