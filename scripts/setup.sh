@@ -25,6 +25,20 @@ if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
   echo "$want" > "$stamp"
 fi
 [ "$mode" = dev ] || exit 0
+# Vega, Vega-Lite and vega-embed at the versions DVC's plot pages load from a CDN, so the
+# browser test can render `dvc plots show` offline (from the npm registry).
+vega=.venv/share/vega
+if [ ! -f "$vega/vega-embed.min.js" ] && command -v npm >/dev/null 2>&1; then
+  mkdir -p "$vega"
+  tmp="$(mktemp -d)"
+  for spec in vega@5.20.2 vega-lite@5.2.0 vega-embed@6.18.2; do
+    pkg="${spec%@*}"
+    (cd "$tmp" && npm pack --silent "$spec" >/dev/null)
+    tar -xzf "$tmp/$pkg-${spec#*@}.tgz" -C "$tmp" "package/build/$pkg.min.js"
+    mv "$tmp/package/build/$pkg.min.js" "$vega/"
+  done
+  rm -rf "$tmp"
+fi
 # Headless Chromium for the web page's browser test (Debian's package; Playwright drives it).
 if [ ! -x /usr/bin/chromium ] && command -v apt-get >/dev/null 2>&1; then
   if [ "$(id -u)" = 0 ]; then

@@ -399,3 +399,36 @@ def test_a_download_killed_mid_file_resumes_to_the_same_bytes(project: Path) -> 
             restore(project)
             shutil.rmtree(project / "data/raw/slow", ignore_errors=True)
     assert resumed == uninterrupted
+
+
+def test_plots_render_in_a_headless_browser(project: Path, tmp_path: Path) -> None:
+    """`dvc plots show` draws the training curves, the guard's curve and the per-model bars
+    (its page loads Vega from a CDN; the browser gets the same versions from .venv)."""
+    import sys
+
+    chromium = Path("/usr/bin/chromium")
+    vega = Path(sys.executable).parent.parent / "share" / "vega"
+    if not chromium.is_file() or not (vega / "vega-embed.min.js").is_file():
+        pytest.skip("needs Debian's chromium and .venv/share/vega (scripts/setup.sh dev)")
+    from playwright.sync_api import sync_playwright
+
+    run(["dvc", "plots", "show", "-o", str(tmp_path / "plots")], project)
+    page_file = tmp_path / "plots" / "index.html"
+    html = page_file.read_text()
+    for plot in ("metrics/guard/round1.csv", "metrics/eval_by_model.csv", "train_live"):
+        assert plot in html, plot
+    args = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+            "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=str(chromium), args=args)
+        page = browser.new_page()
+        page.route("https://cdn.jsdelivr.net/npm/**", lambda route: route.fulfill(
+            path=str(vega / f"{route.request.url.rsplit('/', 1)[1].split('@')[0]}.min.js")))
+        errors: list[str] = []
+        page.on("pageerror", lambda exc: errors.append(str(exc)))
+        page.goto(page_file.as_uri())
+        page.wait_for_function("document.querySelectorAll('.vega-embed svg, .vega-embed "
+                               "canvas').length >= 3", timeout=30_000)
+        drawn = page.evaluate("document.querySelectorAll('.vega-embed').length")
+        browser.close()
+    assert not errors and drawn >= 3
