@@ -144,11 +144,11 @@ def build_model(shape: str, out: Path, tokenizer_json: Path, ct2_config: dict) -
     )
     from transformers.models.whisper.tokenization_whisper import LANGUAGES
 
-    from tubetune import models
+    from tubetune import conversion
 
     raw = json.loads(tokenizer_json.read_text(encoding="utf-8"))
     tokens = set(raw["model"]["vocab"]) | {t["content"] for t in raw["added_tokens"]}
-    tokenizer = models._build_tokenizer(tokenizer_json, len(tokens) + 1501, 448)
+    tokenizer = conversion.build_tokenizer(tokenizer_json, len(tokens) + 1501, 448)
     if not ct2_config.get("lang_ids"):  # no CTranslate2 config beside the tokenizer
         ids = [tokenizer.convert_tokens_to_ids(f"<|{code}|>") for code in LANGUAGES]
         ct2_config = {**ct2_config, "lang_ids": [i for i in ids if i != tokenizer.unk_token_id]}
@@ -163,7 +163,7 @@ def build_model(shape: str, out: Path, tokenizer_json: Path, ct2_config: dict) -
     )
     torch.manual_seed(0)
     model = WhisperForConditionalGeneration(config)
-    model.generation_config = models._generation_config(tokenizer, ct2_config, 448)
+    model.generation_config = conversion.whisper_generation_config(tokenizer, ct2_config, 448)
     model.save_pretrained(out)
     WhisperProcessor(WhisperFeatureExtractor(feature_size=80), tokenizer).save_pretrained(out)
     return out
@@ -249,7 +249,7 @@ def label_rtf(hf_dir: Path, chunks: list[tuple[Path, float]], cuda: bool, engine
               batch_size: int, max_tokens: int) -> tuple[float, float | None]:
     """Decode seconds per audio second of the teacher over ``chunks`` (after a warm-up)."""
     from tubetune.audio import load_audio
-    from tubetune.models import convert_hf_to_ct2
+    from tubetune.conversion import convert_hf_to_ct2
     from tubetune.teacher import DecodeOptions, load_teacher
 
     ct2_dir = hf_dir.with_name(hf_dir.name + "-ct2")

@@ -17,11 +17,10 @@ from transformers import (
     WhisperProcessor,
 )
 
-from tubetune import models
+from tubetune import conversion, models
+from tubetune.conversion import convert_ct2_to_hf, convert_hf_to_ct2
 from tubetune.models import (
     ModelError,
-    convert_ct2_to_hf,
-    convert_hf_to_ct2,
     load_hf_model,
     prepare_base_model,
     prepare_teacher_model,
@@ -47,9 +46,10 @@ def bundled_vocab_size() -> int:
 def tiny(tmp_path_factory: pytest.TempPathFactory) -> dict:
     """A tiny random Whisper saved as training saves it, converted HF -> CT2 (f32) -> HF."""
     root = tmp_path_factory.mktemp("tiny")
-    tokenizer = models._build_tokenizer(BUNDLE_DATA / "tokenizer.json", bundled_vocab_size(), 448)
+    tokenizer = conversion.build_tokenizer(BUNDLE_DATA / "tokenizer.json", bundled_vocab_size(),
+                                           448)
     ct2_config = json.loads((BUNDLE_DATA / "config.json").read_text(encoding="utf-8"))
-    generation_config = models._generation_config(tokenizer, ct2_config, 448)
+    generation_config = conversion.whisper_generation_config(tokenizer, ct2_config, 448)
     config = WhisperConfig(
         vocab_size=len(tokenizer), d_model=64, encoder_layers=2, decoder_layers=2,
         encoder_attention_heads=4, decoder_attention_heads=4, encoder_ffn_dim=128,
@@ -116,7 +116,7 @@ def test_tokenizer_completes_the_ct2_export(tiny: dict) -> None:
     eot = tokenizer.convert_tokens_to_ids("<|endoftext|>")
     assert (tokenizer.pad_token_id, tokenizer.bos_token_id, tokenizer.eos_token_id) == (eot,) * 3
     assert tokenizer.unk_token_id == eot
-    models._check_vocabulary(tokenizer, BUNDLE_DATA)  # vocabulary.txt of the CT2 export
+    conversion.check_vocabulary(tokenizer, BUNDLE_DATA)  # vocabulary.txt of the CT2 export
     ids = tokenizer("hello world").input_ids
     assert tokenizer.decode(ids, skip_special_tokens=True) == "hello world"
 

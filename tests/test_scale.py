@@ -163,13 +163,13 @@ def corpus(tmp_path_factory: pytest.TempPathFactory) -> dict:
     real labels and real kernels (an environment that rounds differently shows up here).
     """
     from helpers.tiny_whisper import make_tiny_whisper
-    from tubetune import models
+    from tubetune import conversion, models
     from tubetune.audio import load_audio
     from tubetune.segment import SEGMENT_COLUMNS, Span, write_chunks
     from tubetune.subtitles import read_vtt
 
     root = tmp_path_factory.mktemp("scale")
-    models.convert_hf_to_ct2(make_tiny_whisper(root / "tiny-hf"), root / "tiny")
+    conversion.convert_hf_to_ct2(make_tiny_whisper(root / "tiny-hf"), root / "tiny")
     models._assemble_bundled(models.BUNDLED_MODELS[models.DEFAULT_MODEL], root / "base")
     speech = load_audio(ROOT / "data/sample/cooking-tips.mp4")
     cues = read_vtt(ROOT / "data/sample/cooking-tips.en.vtt")[:3]

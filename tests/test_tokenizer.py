@@ -22,7 +22,7 @@ from tokenizers import Tokenizer
 from transformers import WhisperProcessor, WhisperTokenizer
 
 from helpers.tiny_whisper import make_tiny_whisper
-from tubetune import models
+from tubetune import conversion, models
 from tubetune.dataset import WhisperCollator
 from tubetune.models import ModelError, prepare_base_model, prepare_teacher_model, teacher_dirs
 from tubetune.text import clean_target
@@ -94,7 +94,7 @@ def defective(tmp_path_factory: pytest.TempPathFactory) -> dict:
     assert tuple(data["model"]["merges"][0]) == MISSING_MERGE
     del data["model"]["merges"][0]
     (hf / "tokenizer.json").write_text(json.dumps(data, ensure_ascii=False), encoding="utf-8")
-    models.convert_hf_to_ct2(hf, root / "ct2", quantization="float32")  # copies the defect
+    conversion.convert_hf_to_ct2(hf, root / "ct2", quantization="float32")  # copies the defect
     assert len(merges_of(root / "ct2" / "tokenizer.json")) == 49_999
     return {"hf": hf, "ct2": root / "ct2"}
 
@@ -166,7 +166,7 @@ def test_training_targets_round_trip(bundled: dict, tmp_path: Path) -> None:
 def test_build_tokenizer_is_canonical() -> None:
     """The tiny test models' tokenizer comes from the bundle's file, repaired in memory only."""
     before = BUNDLED_TOKENIZER.read_bytes()
-    tokenizer = models._build_tokenizer(BUNDLED_TOKENIZER, 51865, 448)
+    tokenizer = conversion.build_tokenizer(BUNDLED_TOKENIZER, 51865, 448)
     assert tokenizer(" the two", add_special_tokens=False).input_ids == THE_TWO
     assert BUNDLED_TOKENIZER.read_bytes() == before
 

@@ -57,7 +57,7 @@ def _ct2_dir(model: Path, workdir: Path) -> Path:
     """A CTranslate2 dir for ``model`` (Hugging Face dirs are converted to int8 first)."""
     if (model / "model.bin").is_file():
         return model
-    from tubetune.models import convert_hf_to_ct2
+    from tubetune.conversion import convert_hf_to_ct2
 
     out = workdir / model.name
     convert_hf_to_ct2(model, out, quantization="int8")

@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from tubetune.fsutil import atomic_write_text
-from tubetune.models import ModelError
+from tubetune.models import ModelError, read_json
 
 log = logging.getLogger(__name__)
 
@@ -134,7 +134,7 @@ def _check_tokenizer_json(path: Path) -> tuple[list[Merge], dict[str, int], list
 
     Returns its (canonical) merges, every token's id, and ``[path]`` if it was rewritten.
     """
-    data = _read_json(path)
+    data = read_json(path)
     model = data.get("model") or {}
     _check_pipeline(data, path)
     vocab = model.get("vocab")
@@ -215,10 +215,10 @@ def _check_named_tokens(directory: Path, ids: dict[str, int]) -> None:
     named: list[tuple[Path, str, int | None]] = []
     if (directory / "added_tokens.json").is_file():
         path = directory / "added_tokens.json"
-        named += [(path, content, token_id) for content, token_id in _read_json(path).items()]
+        named += [(path, content, token_id) for content, token_id in read_json(path).items()]
     if (directory / "tokenizer_config.json").is_file():
         path = directory / "tokenizer_config.json"
-        config = _read_json(path)
+        config = read_json(path)
         for token_id, token in (config.get("added_tokens_decoder") or {}).items():
             named.append((path, token.get("content"), int(token_id)))
         values = [config.get(key) for key in ("bos_token", "eos_token", "unk_token", "pad_token")]
@@ -239,7 +239,7 @@ def _check_named_tokens(directory: Path, ids: dict[str, int]) -> None:
 
 def _check_slow_files(vocab_path: Path, merges_path: Path) -> tuple[list[Merge], list[Path]]:
     """Check the legacy ``vocab.json`` + ``merges.txt`` pair; repair ``merges.txt`` if needed."""
-    vocab = _read_json(vocab_path)
+    vocab = read_json(vocab_path)
     try:
         lines = merges_path.read_text(encoding="utf-8").splitlines()
     except (OSError, UnicodeDecodeError) as err:
@@ -253,11 +253,3 @@ def _check_slow_files(vocab_path: Path, merges_path: Path) -> tuple[list[Merge],
     return checked, [merges_path]
 
 
-def _read_json(path: Path) -> dict:
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise ModelError(f"cannot read {path}: {err}") from err
-    if not isinstance(data, dict):
-        raise ModelError(f"{path} does not hold a JSON object")
-    return data

@@ -69,7 +69,8 @@ def render(segments: Iterable[Segment], fmt: str) -> str:
 
 def ct2_model_dir(spec: str, workdir: Path) -> Path:
     """A CTranslate2 directory for ``spec``, converted or assembled in ``workdir`` if needed."""
-    from tubetune.models import convert_hf_to_ct2, prepare_base_model, resolve_model
+    from tubetune.conversion import convert_hf_to_ct2
+    from tubetune.models import prepare_base_model, resolve_model
 
     resolved = resolve_model(spec)
     if resolved.kind == "ct2":

@@ -13,7 +13,7 @@ from transformers import (
     WhisperProcessor,
 )
 
-from tubetune import models
+from tubetune import conversion, models
 
 
 def make_tiny_whisper(out_dir: Path, seed: int = 0, positions: int = 448) -> Path:
@@ -23,7 +23,7 @@ def make_tiny_whisper(out_dir: Path, seed: int = 0, positions: int = 448) -> Pat
     data = models._package_dir(bundle.data[0], bundle.distributions) / bundle.data[1]
     raw = json.loads((data / "tokenizer.json").read_text(encoding="utf-8"))
     tokens = set(raw["model"]["vocab"]) | {t["content"] for t in raw["added_tokens"]}
-    tokenizer = models._build_tokenizer(data / "tokenizer.json", len(tokens) + 1501, positions)
+    tokenizer = conversion.build_tokenizer(data / "tokenizer.json", len(tokens) + 1501, positions)
     ct2_config = json.loads((data / "config.json").read_text(encoding="utf-8"))
     config = WhisperConfig(
         vocab_size=len(tokenizer), d_model=64, encoder_layers=2, decoder_layers=2,
@@ -34,7 +34,7 @@ def make_tiny_whisper(out_dir: Path, seed: int = 0, positions: int = 448) -> Pat
     )
     torch.manual_seed(seed)
     model = WhisperForConditionalGeneration(config)
-    model.generation_config = models._generation_config(tokenizer, ct2_config, positions)
+    model.generation_config = conversion.whisper_generation_config(tokenizer, ct2_config, positions)
     processor = WhisperProcessor(WhisperFeatureExtractor(feature_size=80), tokenizer)
     model.save_pretrained(out_dir)
     processor.save_pretrained(out_dir)
