@@ -131,11 +131,11 @@ def experiments(shown: list[dict]) -> dict[str, dict]:
 
 
 def test_queued_experiments_finish_and_apply_restores_one(project: Path) -> None:
-    # A learning-rate change (train, export, evaluate rerun) and a split-seed change run
-    # only up to `split` (a target keeps the second one cheap), both from DVC's queue: each
-    # in a temporary copy of the repository, with only what git and the cache hold.
-    run(["dvc", "exp", "run", "--queue", "-S", "train.learning_rate=1e-5", "-n", "lr1e5"],
-        project)
+    # LoRA at another learning rate (train, guard, export, evaluate rerun) and a split-seed
+    # change that runs only up to `split` (a target keeps it cheap), both from DVC's queue:
+    # each in a temporary copy of the repository, with only what git and the cache hold.
+    run(["dvc", "exp", "run", "--queue", "-S", "train.learning_rate=1e-5", "-S",
+         "train.method=lora", "-n", "lr1e5"], project)
     run(["dvc", "exp", "run", "--queue", "split", "-S", "split.seed=7", "-n", "seed7"], project)
     try:
         run(["dvc", "queue", "start", "-j", "1"], project)  # workers run in the background
@@ -151,7 +151,8 @@ def test_queued_experiments_finish_and_apply_restores_one(project: Path) -> None
             logs[-3000:])
 
         done = experiments(json.loads(run(["dvc", "exp", "show", "--json"], project).stdout))
-        assert done["lr1e5"]["params"]["params.yaml"]["data"]["train"]["learning_rate"] == 1e-5
+        trained = done["lr1e5"]["params"]["params.yaml"]["data"]["train"]
+        assert trained["learning_rate"] == 1e-5 and trained["method"] == "lora"
         assert "test_wer" in done["lr1e5"]["metrics"]["metrics/headline.json"]["data"]
         assert done["seed7"]["params"]["params.yaml"]["data"]["split"]["seed"] == 7
         shown = run(["dvc", "exp", "show", "--only-changed"], project,
@@ -164,6 +165,12 @@ def test_queued_experiments_finish_and_apply_restores_one(project: Path) -> None
         assert (json.loads((project / "metrics/headline.json").read_text())
                 == done["lr1e5"]["metrics"]["metrics/headline.json"]["data"])
         assert json.loads(run(["dvc", "status", "--json"], project).stdout) == {}
+        # The LoRA run exports plain CTranslate2 weights that transcribe and serve load.
+        out = run(["python", "-m", "tubetune.transcribe", "models/export/ct2",
+                   "data/sample/sky-science.ogg", "--language", "en"], project).stdout
+        assert "sky" in out.lower()
+        run(["python", "-c", "from tubetune.transcribe import load_whisper; "
+             "load_whisper('models/export/ct2')"], project)  # what tubetune.serve loads
     finally:
         restore(project)
 
