@@ -17,9 +17,14 @@ VENV_BIN = Path(sys.executable).parent
 def run(
     cmd: list[str], cwd: Path, check: bool = True, timeout: float = 900
 ) -> subprocess.CompletedProcess:
-    """Run a command with the test's virtualenv first on PATH; output captured as text."""
+    """Run a command with the test's virtualenv first on PATH; output captured as text.
+
+    In a project copy, its stage scripts import the copy's own ``tubetune`` (not the one the
+    virtualenv may have installed from another checkout)."""
     env = {**os.environ, "PATH": f"{VENV_BIN}{os.pathsep}{os.environ.get('PATH', '')}",
            "TOKENIZERS_PARALLELISM": "false", "DVC_NO_ANALYTICS": "1"}
+    if (Path(cwd) / "tubetune" / "__init__.py").is_file():
+        env["PYTHONPATH"] = str(Path(cwd).resolve())
     proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
     if check and proc.returncode != 0:
         raise AssertionError(
