@@ -297,7 +297,10 @@ def _load_dataset(corpus: CorpusParams):
     """The dataset at ``corpus.path`` (``split`` of a DatasetDict), audio not decoded."""
     import datasets
 
-    dataset = datasets.load_from_disk(corpus.path)
+    try:
+        dataset = datasets.load_from_disk(corpus.path)
+    except (FileNotFoundError, ValueError) as exc:
+        raise StageError(f"{corpus.path}: not a dataset saved with save_to_disk ({exc})") from None
     if isinstance(dataset, datasets.DatasetDict):
         if corpus.split not in dataset:
             raise StageError(f"{corpus.path}: a dataset with splits {', '.join(dataset)}; name "
@@ -357,6 +360,8 @@ def index_corpus(name: str, corpus: CorpusParams, out_dir: Path, language: str,
             report.fail(*entry)
             continue
         text = " ".join(entry.text.split())
+        if corpus.format != "hf_dataset":  # ./a.wav and a.wav are one file
+            entry = dataclasses.replace(entry, audio=Path(entry.audio).as_posix())
         key = (entry.audio, entry.start_s, entry.end_s)
         item = "corpus-" + safe_stem(entry.group)
         if not text:
