@@ -1,9 +1,11 @@
-"""Stage download@SOURCE: fetch a source's media, metadata and subtitles with yt-dlp."""
+"""Stage download@SOURCE: fetch a source's media, metadata and subtitles with yt-dlp, or
+index a labelled corpus in place (tubetune/corpus.py)."""
 
 import dataclasses
 from pathlib import Path
 
 from tubetune import stage
+from tubetune.corpus import drop_index, index_corpus
 from tubetune.params import DownloadParams, load_params, parse_section
 from tubetune.sources import DownloadOptions, download_source
 
@@ -17,8 +19,13 @@ def main(argv: list[str]) -> None:
         {**dataclasses.asdict(params.download), **source.options},
         f"sources.{name}.options",
     )
+    out_dir = Path("data/raw") / name
+    if source.corpus is not None:
+        index_corpus(name, source.corpus, out_dir, params.language_of(name), merged.strict)
+        return
+    drop_index(out_dir)  # the source may have been a corpus before
     options = DownloadOptions(**dataclasses.asdict(merged))
-    download_source(name, source.urls, Path("data/raw") / name, params.language_of(name), options)
+    download_source(name, source.urls, out_dir, params.language_of(name), options)
 
 
 if __name__ == "__main__":

@@ -102,7 +102,7 @@ def test_killed_training_resumes_from_last_checkpoint(
 ) -> None:
     settings = {"max_steps": 6, "save_steps": 2, "per_device_batch_size": 2, "warmup_steps": 0,
                 "logging_steps": 1, "freeze_encoder": False, "learning_rate": 1e-3,
-                "generation_max_length": 8}
+                "generation_max_length": 8, "predict_with_generate": True}
     script = KILLER.replace("{PARAMS}", repr(settings))
     proc = subprocess.run([sys.executable, "-c", script, str(workdir)], capture_output=True,
                           text=True, timeout=300)

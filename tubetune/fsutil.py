@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
+import re
 import shutil
 import tempfile
 from collections.abc import Iterator
@@ -51,3 +52,13 @@ def sha256_file(path: str | os.PathLike[str], block_size: int = 1 << 20) -> str:
         while block := fh.read(block_size):
             digest.update(block)
     return digest.hexdigest()
+
+
+def safe_stem(name: str) -> str:
+    """``name`` as a safe ASCII file stem: ``[A-Za-z0-9_-]`` kept, runs of anything else
+    ``_``, at most 80 characters; when anything changed a short hash of ``name`` follows,
+    so distinct names never share a stem."""
+    safe = re.sub(r"[^A-Za-z0-9_-]+", "_", name)[:80]
+    if safe != name:
+        safe += "-" + hashlib.sha256(name.encode("utf-8")).hexdigest()[:8]
+    return safe

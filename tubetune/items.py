@@ -4,7 +4,8 @@ A stage processes many items (videos, audio files, chunks). One bad item must no
 others: each failure is recorded with its reason and the good items are kept. A source
 whose every item failed (a removed video, a typo in a path) leaves empty, reported outputs
 and the pipeline goes on with the other sources (``split`` names it); only ``strict`` runs
-fail the stage.
+fail the stage. A source's items are listed in its ``manifest.csv`` (MANIFEST_COLUMNS),
+whether they were downloaded (tubetune.sources) or are a corpus's groups (tubetune.corpus).
 """
 
 from __future__ import annotations
@@ -20,6 +21,25 @@ from tubetune.fsutil import atomic_write_text
 __all__ = ["Failure", "ItemReport", "StageError"]
 
 log = logging.getLogger(__name__)
+
+MANIFEST_COLUMNS = (
+    "item",
+    "media",
+    "id",
+    "extractor",
+    "title",
+    "uploader",
+    "channel",
+    "license",
+    "duration_s",
+    "upload_date",
+    "webpage_url",
+    "input_url",
+    "language",
+    "subtitles",
+    "size",
+    "sha256",
+)
 
 
 @dataclass(frozen=True)

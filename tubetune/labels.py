@@ -17,6 +17,11 @@ chunk (its ``rejects.csv``); ``subtitles.json`` says how much of the subtitle ti
 labels hold. Teacher labels go through :mod:`tubetune.filters`; every label is normalised
 per language (:func:`tubetune.text.normalize_target`).
 
+A labelled corpus source (:mod:`tubetune.corpus`) is labelled by its own text
+(``label_source: corpus``, whatever ``source`` says): each chunk is one utterance, its text
+normalised like any target and checked by the text filters; the teacher runs on it only as
+a cross-check, when ``max_corpus_disagreement`` is set.
+
 ``max_subtitle_disagreement`` defaults to 50 % rather than distil-whisper's 10 %: there
 the check guards the *pseudo-label*; here the subtitle is the target and the teacher (often
 a small base model, worse than the subtitles) only serves to catch out-of-sync or
@@ -27,13 +32,14 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, fields
 from pathlib import Path
 
 import pandas as pd
 from tqdm import tqdm
 
+from tubetune.corpus import item_languages
 from tubetune.filters import Rejection, teacher_rejection, text_rejection
 from tubetune.fsutil import atomic_path, atomic_write_text
 from tubetune.items import ItemReport
@@ -82,6 +88,29 @@ def subtitle_rejection(
     return None
 
 
+def corpus_rejection(
+    text: str, num_tokens: int, duration_s: float, disagreement: float | None, language: str,
+    params: LabelParams,
+) -> Rejection | None:
+    """Why a corpus utterance's text is not a usable label, or None: nothing left after
+    normalisation (noise tags only), the teacher disagreeing (when it runs as a check), or a
+    text filter (speaking rate, repetition, length)."""
+    if not text:
+        return "empty", "no text left after normalisation (notation or noise tags only)"
+    bound = params.max_corpus_disagreement
+    if disagreement is not None and bound is not None and disagreement > bound:
+        return "corpus_disagrees", f"corpus text vs teacher error rate {disagreement:.0f}%"
+    return text_rejection(text, num_tokens, duration_s, language, params)
+
+
+def _token_counter(hf_dir: Path) -> Callable[[str], int]:
+    """Whisper tokens of a text (no special tokens), by the model's own tokenizer."""
+    from tokenizers import Tokenizer
+
+    tokenizer = Tokenizer.from_file(str(hf_dir / "tokenizer.json"))
+    return lambda text: len(tokenizer.encode(text, add_special_tokens=False).ids)
+
+
 def _batches(chunks: pd.DataFrame, size: int) -> Iterator[list]:
     rows = list(chunks.itertuples(index=False))
     for i in range(0, len(rows), size):
@@ -103,9 +132,12 @@ def label_source(
     """Label every chunk of ``segments_dir/segments.csv`` into ``out_dir``.
 
     ``model_dir`` is the CTranslate2 teacher, ``hf_dir`` the transformers one (engine
-    ``transformers``). ``language`` None lets the teacher detect it per chunk. ``scale``
-    spreads the decoding over processes or a Ray cluster (default: this process); the
-    outputs are the same byte for byte either way (tubetune/sharding.py).
+    ``transformers``; its tokenizer also counts corpus labels' tokens). ``language`` None
+    lets the teacher detect it per chunk. A corpus source (tubetune.corpus) is labelled by
+    its own text, whatever ``params.source``; the teacher runs on it only as a check
+    (``max_corpus_disagreement``). ``scale`` spreads the decoding over processes or a Ray
+    cluster (default: this process); the outputs are the same byte for byte either way
+    (tubetune/sharding.py).
     """
     scale = scale or ScaleParams()
     report = ItemReport("pseudo-label", source)
@@ -113,15 +145,22 @@ def label_source(
                                                                 "cues": str})
     if "cues" not in chunks:  # a segments.csv from before chunks named their cues
         chunks["cues"] = ""
-    cues = label_cues(raw_dir, language, params.source)
-    spec = TeacherSpec(params.engine, model_dir, hf_dir or model_dir.parent / "hf",
-                       params.device, params.compute_type, params.cpu_threads)
+    corpus = item_languages(raw_dir)  # item -> language for a corpus, None for media
+    cues = {} if corpus is not None else label_cues(raw_dir, language, params.source)
+    hf_dir = hf_dir or model_dir.parent / "hf"
+    spec = TeacherSpec(params.engine, model_dir, hf_dir, params.device, params.compute_type,
+                       params.cpu_threads)
     beam_size = pick_beam_size(params.beam_size, "cuda" if gpu_count(spec) else "cpu")
     options = DecodeOptions(language, task, beam_size, tuple(params.temperatures))
     batches = list(_batches(chunks, params.batch_size))
-    if params.source == "subtitles" and params.max_subtitle_disagreement is None:
-        log.info("%s: subtitles taken as they are; the teacher does not run", source)
+    count_tokens = _token_counter(hf_dir) if corpus is not None else None
+    if corpus is not None and params.max_corpus_disagreement is None:
+        log.info("%s: corpus text taken as it is; the teacher does not run", source)
         outcomes: list = [[None] * len(batch) for batch in batches]
+    elif corpus is None and params.source == "subtitles" and (
+            params.max_subtitle_disagreement is None):
+        log.info("%s: subtitles taken as they are; the teacher does not run", source)
+        outcomes = [[None] * len(batch) for batch in batches]
     else:
         with tqdm(total=len(chunks), desc=f"label {source}", unit="chunk") as bar:
             outcomes = transcribe_batches(
@@ -136,7 +175,11 @@ def label_source(
                 report.fail(Path(row.path).name, outcome)
             continue
         for row, t in zip(batch, outcome, strict=True):
-            record, reason, covered = _label(row, t, source, cues, language, params)
+            if corpus is not None:
+                record, reason, covered = _corpus_label(row, t, source, corpus[row.item] or
+                                                        language or "", params, count_tokens)
+            else:
+                record, reason, covered = _label(row, t, source, cues, language, params)
             name = Path(row.path).name
             if reason:
                 rejected.append({**record, "reason": reason[0], "detail": reason[1]})
@@ -147,7 +190,9 @@ def label_source(
                 for cue in covered:
                     key = (row.item, cue.index)
                     kept_cue_ms[key] = kept_cue_ms.get(key, 0) + cue.duration_ms
-    for record in _unchunked(segments_dir / "rejects.csv", source, language, params):
+    unchunked = _unchunked(segments_dir / "rejects.csv", source, language, params,
+                           "subtitles" if corpus is None else "corpus")
+    for record in unchunked:
         rejected.append(record)
         report.skip(f"{record['item']} {record['start_ms']}-{record['end_ms']} ms",
                     f"{record['reason']}: {record['detail']}")
@@ -167,15 +212,9 @@ def _label(
 
     ``t`` None: the teacher did not run (subtitles only); its columns stay empty.
     """
-    duration_s = round((row.end_ms - row.start_ms) / 1000, 3)
     target_lang = language or (t.language if t else "")
-    pseudo = normalize_target(t.text, target_lang, params.normalize) if t else ""
-    scores = asdict(t) if t else dict.fromkeys(TRANSCRIPT_COLUMNS)
-    record = {
-        "path": row.path, "source": source, "item": row.item,
-        "start_ms": row.start_ms, "end_ms": row.end_ms, "duration_s": duration_s,
-        **scores, "pseudo_text": pseudo, "disagreement": None, "timings": "",
-    }
+    record, pseudo = _record(row, t, source, target_lang, params)
+    duration_s = record["duration_s"]
     covered: list[CoveredCue] = []
     if row.item in cues:
         item_cues = cues[row.item]
@@ -204,6 +243,36 @@ def _label(
     return record, reason, covered
 
 
+def _record(row, t: Transcript | None, source: str, language: str,
+            params: LabelParams) -> tuple[dict, str]:
+    """A chunk's label record without its label yet (the teacher's scores, when it ran),
+    and the teacher's transcript normalised as a target."""
+    pseudo = normalize_target(t.text, language, params.normalize) if t else ""
+    scores = asdict(t) if t else dict.fromkeys(TRANSCRIPT_COLUMNS)
+    return {
+        "path": row.path, "source": source, "item": row.item,
+        "start_ms": row.start_ms, "end_ms": row.end_ms,
+        "duration_s": round((row.end_ms - row.start_ms) / 1000, 3),
+        **scores, "pseudo_text": pseudo, "disagreement": None, "timings": "",
+    }, pseudo
+
+
+def _corpus_label(
+    row, t: Transcript | None, source: str, language: str, params: LabelParams,
+    count_tokens: Callable[[str], int],
+) -> tuple[dict, Rejection | None, list[CoveredCue]]:
+    """The label record of a corpus chunk: the text of the utterance it holds, normalised,
+    timed as spanning the chunk (the corpus cut the utterance around its speech); why it is
+    rejected (None: kept). A corpus holds no subtitle time: no cues are returned."""
+    record, pseudo = _record(row, t, source, language, params)
+    text, timings = _cue_text(load_covered(row.cues), row.start_ms, row.end_ms, language,
+                              params)
+    disagreement = utterance_error_rate(text, pseudo, language) if text and t else None
+    record.update(text=text, label_source="corpus", disagreement=disagreement, timings=timings)
+    return record, corpus_rejection(text, count_tokens(text), record["duration_s"],
+                                    disagreement, language, params), []
+
+
 def _teacher_timings(timings: str, language: str, params: LabelParams) -> str:
     """The teacher's segment times with each segment's text normalised like the label."""
     if not timings:
@@ -226,8 +295,9 @@ def _cue_text(covered: list[CoveredCue], start_ms: int, end_ms: int, language: s
 
 
 def _unchunked(rejects_csv: Path, source: str, language: str | None,
-               params: LabelParams) -> Iterator[dict]:
-    """Reject records for the subtitle time the segment stage left without a chunk."""
+               params: LabelParams, label_source: str) -> Iterator[dict]:
+    """Reject records for the subtitle time (or corpus utterances) the segment stage left
+    without a chunk."""
     if not rejects_csv.is_file():
         return
     frame = pd.read_csv(rejects_csv, dtype={"item": str, "cues": str, "detail": str},
@@ -236,7 +306,7 @@ def _unchunked(rejects_csv: Path, source: str, language: str | None,
         text, timings = _cue_text(load_covered(row.cues), row.start_ms, row.end_ms,
                                   language or "", params)
         yield {**dict.fromkeys(LABEL_COLUMNS), "path": "", "text": text,
-               "label_source": "subtitles", "source": source, "item": row.item,
+               "label_source": label_source, "source": source, "item": row.item,
                "start_ms": row.start_ms, "end_ms": row.end_ms,
                "duration_s": round((row.end_ms - row.start_ms) / 1000, 3), "timings": timings,
                "reason": row.reason, "detail": row.detail}

@@ -7,6 +7,7 @@ raise :class:`ParamsError` whose message names the offending key, e.g.
 
 from __future__ import annotations
 
+import codecs
 import dataclasses
 import re
 import types
@@ -30,17 +31,50 @@ class ParamsError(TubetuneError, ValueError):
     """``params.yaml`` is invalid; the message names the key."""
 
 
+CORPUS_FORMATS: dict[str, frozenset[str]] = {
+    "manifest": frozenset({"encoding", "sample_rate"}),
+    "ksponspeech": frozenset({"encoding", "sample_rate", "trn"}),
+    "commonvoice": frozenset({"encoding", "tsv"}),
+    "hf_dataset": frozenset({"audio_column", "text_column", "group_column", "split"}),
+}
+"""Each labelled-corpus layout with the keys it takes besides ``format`` and ``path``."""
+
+
+@dataclass(frozen=True)
+class CorpusParams:
+    """A labelled corpus read in place (tubetune/corpus.py): its utterances and their text.
+
+    ``path`` is the manifest CSV/TSV (``manifest``), the corpus folder (``ksponspeech``,
+    ``commonvoice``) or a ``save_to_disk`` folder (``hf_dataset``); relative to the project.
+    """
+
+    format: str
+    path: str
+    encoding: str = "auto"  # text files: auto = UTF-8, else CP949 (KsponSpeech's own)
+    sample_rate: int = 16000  # headerless .pcm audio (16-bit little-endian mono)
+    trn: str | None = None  # ksponspeech: a script of `path :: text` lines instead of .txt files
+    tsv: str = "train.tsv"  # commonvoice: which clip list
+    audio_column: str = "audio"  # hf_dataset
+    text_column: str = "text"
+    group_column: str | None = None  # hf_dataset: rows sharing it are one recording group
+    split: str | None = None  # hf_dataset saved as a DatasetDict: which split
+
+
 @dataclass(frozen=True)
 class SourceParams:
-    """One entry of ``sources``: what to download and in which language it is spoken."""
+    """One entry of ``sources``: media to download (``url``) or a labelled ``corpus``, and the
+    language it is spoken in."""
 
-    url: str | list[str]
+    url: str | list[str] | None = None
+    corpus: CorpusParams | None = None
     language: str | None = None
     options: dict[str, Any] = field(default_factory=dict)
 
     @property
     def urls(self) -> list[str]:
-        """The entry's URLs/paths as a list."""
+        """The entry's URLs/paths as a list (empty for a corpus)."""
+        if self.url is None:
+            return []
         return [self.url] if isinstance(self.url, str) else list(self.url)
 
 
@@ -93,6 +127,7 @@ class LabelParams:
     source: str = "auto"
     max_subtitle_disagreement: float | None = 50.0
     max_subtitle_cut: float = 0.2
+    max_corpus_disagreement: float | None = None  # None: the teacher never runs on a corpus
     engine: str = "faster-whisper"
     model: str = "base"
     device: str = "auto"
@@ -126,6 +161,7 @@ class SplitParams:
     max_duration_s: float = 30.0
     gold_pad_ms: int = 200  # validation/test utterances: margin around each cue's times
     external_test: str | None = None
+    test_sources: list[str] = field(default_factory=list)  # every utterance is test (gold text)
 
 
 @dataclass(frozen=True)
@@ -298,6 +334,7 @@ def parse_params(raw: Any, origin: str = "params.yaml") -> Params:
             )
         if isinstance(entry, str | list):
             entry = {"url": entry}
+        _check_corpus_keys(entry, key, origin)
         sources[name] = _build(SourceParams, entry, key, origin)
     rounds_raw = raw.pop("rounds", None) or {"round1": {}}
     if not isinstance(rounds_raw, dict):
@@ -311,6 +348,27 @@ def parse_params(raw: Any, origin: str = "params.yaml") -> Params:
     params = dataclasses.replace(params, sources=sources, rounds=rounds)
     _check_values(params, origin)
     return params
+
+
+def _check_corpus_keys(entry: Any, key: str, origin: str) -> None:
+    """A source is a ``url`` or a ``corpus`` whose keys fit its ``format``."""
+    if not isinstance(entry, dict):
+        return  # _build names the type error
+    if ("url" in entry) == ("corpus" in entry):
+        raise ParamsError(f"{origin}: {key}: give either url (media to download) or corpus "
+                          "(a labelled corpus), not both or neither")
+    corpus = entry.get("corpus")
+    if not isinstance(corpus, dict):
+        return
+    fmt = corpus.get("format")
+    if fmt not in CORPUS_FORMATS:
+        raise ParamsError(f"{origin}: {key}.corpus.format: expected one of "
+                          f"{', '.join(CORPUS_FORMATS)}, got {fmt!r}")
+    names = {f.name for f in dataclasses.fields(CorpusParams)}
+    for option in sorted(set(corpus) & names - {"format", "path"} - CORPUS_FORMATS[fmt]):
+        takers = [f for f, keys in CORPUS_FORMATS.items() if option in keys]
+        raise ParamsError(f"{origin}: {key}.corpus.{option}: not a {fmt} option (only "
+                          f"{', '.join(takers)})")
 
 
 def _build(cls: type, data: Any, prefix: str, origin: str) -> Any:
@@ -447,8 +505,9 @@ def _check_values(p: Params, origin: str) -> None:
     for name in ("min_language_probability", "max_no_speech_prob", "min_unique_word_ratio"):
         if not 0 <= getattr(lb, name) <= 1:
             raise bad(f"labels.{name}", "must be in [0, 1]")
-    if lb.max_subtitle_disagreement is not None and lb.max_subtitle_disagreement < 0:
-        raise bad("labels.max_subtitle_disagreement", "must be >= 0 (a percentage)")
+    for name in ("max_subtitle_disagreement", "max_corpus_disagreement"):
+        if getattr(lb, name) is not None and getattr(lb, name) < 0:
+            raise bad(f"labels.{name}", "must be >= 0 (a percentage)")
     for name in ("max_compression_ratio", "max_ngram_repeats", "max_char_run"):
         if getattr(lb, name) <= 0:
             raise bad(f"labels.{name}", "must be > 0")
@@ -477,6 +536,12 @@ def _check_values(p: Params, origin: str) -> None:
         if csv is not None and (not inside or ".." in Path(csv).parts):
             raise bad(key, f"must be a CSV under {EVALSETS_DIR}/ (the folder DVC tracks for "
                       f"evaluation sets; copy the set there), got {csv!r}")
+    unknown = sorted(set(sp.test_sources) - set(p.sources))
+    if unknown:
+        raise bad("split.test_sources", f"unknown source {unknown[0]!r}")
+    if sp.test_sources and sp.external_test is not None:
+        raise bad("split.test_sources", "cannot be combined with split.external_test (both "
+                  "are the fixed test set; pick one)")
     ex = p.export
     if not 0 <= ex.max_heldout_regression <= 10:
         raise bad("export.max_heldout_regression", "must be in [0, 10] (0.05 = 5 % relative)")
@@ -498,16 +563,36 @@ def _check_values(p: Params, origin: str) -> None:
         unknown = sorted(set(rnd.sources) - set(p.sources))
         if unknown:
             raise bad(f"rounds.{name}.sources", f"unknown source {unknown[0]!r}")
+        tested = sorted(set(rnd.sources) & set(sp.test_sources))
+        if tested:
+            raise bad(f"rounds.{name}.sources", f"{tested[0]!r} is in split.test_sources: "
+                      "a test source never trains")
         if rnd.train:
             _check_train(p.round_train(name), f"rounds.{name}.train", bad)
         earlier.append(name)
     for name, src in p.sources.items():
+        if src.corpus is not None:
+            _check_corpus(src.corpus, f"sources.{name}.corpus", bad)
         for i, url in enumerate(src.urls):
             if not isinstance(url, str) or not url.strip():
                 raise bad(f"sources.{name}.url[{i}]", "expected a URL or a path")
             scheme = url.split("://", 1)[0].lower() if "://" in url else ""
             if scheme and scheme not in ("http", "https", "file", "ftp", "ytsearch"):
                 raise bad(f"sources.{name}.url", f"unsupported URL scheme {scheme!r}")
+
+
+def _check_corpus(corpus: CorpusParams, section: str,
+                  bad: Callable[[str, str], ParamsError]) -> None:
+    """Values of a source's ``corpus`` (its keys were checked against its format already)."""
+    if corpus.encoding != "auto":
+        try:
+            codecs.lookup(corpus.encoding)
+        except LookupError:
+            raise bad(f"{section}.encoding",
+                      f"expected auto or a text encoding such as cp949, got {corpus.encoding!r}"
+                      ) from None
+    if corpus.sample_rate <= 0:
+        raise bad(f"{section}.sample_rate", "must be > 0 (Hz of headerless .pcm audio)")
 
 
 def parse_section(cls: type, data: Any, key: str, origin: str = "params.yaml") -> Any:

@@ -17,6 +17,10 @@ VAD scores place each cue's speech, its edges snapped to the nearest silence wit
 ``cue_snap_ms`` of the uploader's often early or late times. ``fixed`` computes no VAD
 scores, so there the cue times stand as they are.
 
+A labelled corpus's recordings (tubetune.corpus) are cut into their utterances as the
+corpus made them (corpus_spans): no padding, no packing; only an utterance longer than
+``max_s`` is split, the way an over-long cue is.
+
 VAD reads per-window speech scores (tubetune.vad) that the resample stage stored next to each
 WAV right after writing it; without them (the transcribe CLI, a WAV from elsewhere)
 they are computed here, streaming. Chunks are written one at a time, so memory stays flat
@@ -485,10 +489,11 @@ def _clause_split(
     return None
 
 
-def _split_cue(unit: _Unit, silences: list[tuple[int, int]], max_ms: int, snap_ms: int
-               ) -> list[_Unit]:
+def _split_cue(unit: _Unit, silences: list[tuple[int, int]], max_ms: int, snap_ms: int,
+               kind: str = "cue") -> list[_Unit]:
     """A unit longer than ``max_ms`` as pieces split at pauses (_clause_split), recursively;
-    a piece that cannot be split so is rejected."""
+    a piece that cannot be split so is rejected (``<kind>_too_long``: a cue, or a corpus
+    utterance)."""
     if unit.offset - unit.onset <= max_ms:
         return [unit]
     pauses = [p for p in silences if unit.onset < p[0] and p[1] < unit.offset]
@@ -497,9 +502,9 @@ def _split_cue(unit: _Unit, silences: list[tuple[int, int]], max_ms: int, snap_m
     if split is None:
         why = "no clause boundary of its text falls in one of its pauses" if pauses else (
             "there is no pause in it")
-        unit.reject = ("cue_too_long", f"{(unit.offset - unit.onset) / 1000:.1f} s of speech in "
-                       f"one cue, over max_s ({max_ms / 1000:g} s), and {why}: it cannot be "
-                       "split without guessing")
+        unit.reject = (f"{kind}_too_long", f"{(unit.offset - unit.onset) / 1000:.1f} s of speech "
+                       f"in one {kind}, over max_s ({max_ms / 1000:g} s), and {why}: it cannot "
+                       "be split without guessing")
         return [unit]
     (a, b), k = split
     half = (b - a) // 2
@@ -507,7 +512,8 @@ def _split_cue(unit: _Unit, silences: list[tuple[int, int]], max_ms: int, snap_m
                  unit.onset, a, unit.room_before, half, True)
     right = _Unit(CoveredCue(cue.index, b, cue.end_ms, cue.text[k:].lstrip()),
                   b, unit.offset, half, unit.room_after, unit.bridge)
-    return [*_split_cue(left, pauses, max_ms, snap_ms), *_split_cue(right, pauses, max_ms, snap_ms)]
+    return [*_split_cue(left, pauses, max_ms, snap_ms, kind),
+            *_split_cue(right, pauses, max_ms, snap_ms, kind)]
 
 
 def _cue_units(
@@ -653,6 +659,46 @@ def subtitle_spans(
     return cue_spans(cues, runs, duration_ms, min_s, max_s, pad_ms, cue_snap_ms)
 
 
+def corpus_spans(
+    wav_path: Path, utterances: list[Cue], method: str, max_s: float, cue_snap_ms: int
+) -> tuple[list[CueChunk], list[CueReject]]:
+    """Chunks of a corpus recording (tubetune.corpus): each utterance whole, exactly its span,
+    as the corpus cut it (no padding, no ``min_s``: the split's duration bounds apply later).
+
+    An utterance over ``max_s`` is split where its text has a clause boundary in a pause
+    (_clause_split, on the stored VAD scores), else rejected; ``fixed`` computes no VAD
+    scores, so there every such utterance is rejected.
+    """
+    max_ms = _ms(max_s)
+    duration_ms = _duration_ms(wav_path, vad=method == "vad")
+    silences: list[tuple[int, int]] = []
+    if method == "vad" and any(u.duration_ms > max_ms for u in utterances):
+        scores = load_scores(Path(wav_path))
+        runs = _speech_ms(scores[:, 0], duration_ms, 0.5, 100, 250)  # vad_spans' defaults
+        silences = _silences(runs, duration_ms)
+    chunks: list[CueChunk] = []
+    rejects: list[CueReject] = []
+    for i, utterance in enumerate(utterances):
+        covered = CoveredCue(i, utterance.start_ms, utterance.end_ms, utterance.text)
+        if utterance.duration_ms <= max_ms:
+            chunks.append(CueChunk(Span(utterance.start_ms, utterance.end_ms), (covered,)))
+            continue
+        if method != "vad":
+            rejects.append(CueReject(Span(utterance.start_ms, utterance.end_ms), (covered,),
+                                     "utterance_too_long", (
+                f"{utterance.duration_ms / 1000:.1f} s, over max_s ({max_s:g} s); segment."
+                "method fixed finds no pauses to split it at")))
+            continue
+        unit = _Unit(covered, utterance.start_ms, utterance.end_ms, 0, 0, False)
+        for piece in _split_cue(unit, silences, max_ms, cue_snap_ms, "utterance"):
+            span = Span(piece.onset, piece.offset)
+            if piece.reject:
+                rejects.append(CueReject(span, (piece.cue,), *piece.reject))
+            else:
+                chunks.append(CueChunk(span, (piece.cue,)))
+    return chunks, rejects
+
+
 def segment_source(
     resampled_dir: Path,
     out_dir: Path,
@@ -666,6 +712,7 @@ def segment_source(
     path_prefix: Path | None = None,
     cues: dict[str, list[Cue]] | None = None,
     cue_snap_ms: int = 300,
+    utterances: dict[str, list[Cue]] | None = None,
 ) -> ItemReport:
     """Segment stage for one source: chunk WAVs, ``segments.csv`` and ``rejects.csv`` in
     ``out_dir``.
@@ -673,14 +720,17 @@ def segment_source(
     Items in ``cues`` (those whose labels come from their subtitles,
     tubetune.subtitles.label_cues) are cut along their cues (subtitle_spans), whatever the
     method; the ``cues`` column names the cues each chunk covers, and ``rejects.csv`` lists
-    the subtitle time left without a chunk, with the reason. Other items get ``method``'s
-    chunks. ``path`` in the CSV is ``path_prefix / name`` (default ``out_dir`` as given),
-    meant to be relative to the repository root. ``out_dir`` is replaced as a whole on
+    the subtitle time left without a chunk, with the reason. Items in ``utterances`` (a
+    corpus's, tubetune.corpus.utterance_cues) are cut into their utterances (corpus_spans),
+    each named in ``cues`` the same way. Other items get ``method``'s chunks. ``path`` in
+    the CSV is ``path_prefix / name`` (default ``out_dir`` as given), meant to be relative
+    to the repository root. ``out_dir`` is replaced as a whole on
     success; items without any chunk are reported as skipped, unreadable ones as failed.
     """
     if method not in METHODS:
         raise ValueError(f"method must be one of {', '.join(METHODS)}, got {method!r}")
     cues = cues or {}
+    utterances = utterances or {}
     if method == "fixed":
         _check_fixed(length_s, overlap_s, min_s)
     if method == "vad" or cues:
@@ -704,9 +754,11 @@ def segment_source(
             wav = resampled_dir / path
             covered: list[tuple[CoveredCue, ...]] = []
             try:
-                if item in cues:
-                    chunks, rejected = subtitle_spans(wav, cues[item], method, min_s, max_s,
-                                                      pad_ms, cue_snap_ms)
+                if item in cues or item in utterances:
+                    chunks, rejected = (
+                        subtitle_spans(wav, cues[item], method, min_s, max_s, pad_ms,
+                                       cue_snap_ms) if item in cues else
+                        corpus_spans(wav, utterances[item], method, max_s, cue_snap_ms))
                     spans, covered = [c.span for c in chunks], [c.cues for c in chunks]
                     reject_rows += [_reject_row(source, item, r) for r in rejected]
                 elif method == "fixed":
@@ -723,6 +775,8 @@ def segment_source(
             if not written:
                 report.skip(item, (f"no chunk from its {len(cues[item])} cues (see rejects.csv)"
                                    if item in cues else
+                                   f"no chunk from its {len(utterances[item])} utterances (see "
+                                   "rejects.csv)" if item in utterances else
                                    "no speech found" if method == "vad" else "shorter than min_s"))
                 continue
             rows.extend(
@@ -754,7 +808,7 @@ def segment_source(
 def _reject_row(source: str, item: str, reject: CueReject) -> dict[str, object]:
     """A ``rejects.csv`` row; the subtitle time it holds is logged as lost."""
     span = reject.span
-    log.info("segment %s: %s: %.1f s of subtitles at %d ms rejected: %s: %s", source, item,
+    log.info("segment %s: %s: %.1f s of labelled speech at %d ms rejected: %s: %s", source, item,
              (span.end_ms - span.start_ms) / 1000, span.start_ms, reject.reason, reject.detail)
     return {"source": source, "item": item, "start_ms": span.start_ms, "end_ms": span.end_ms,
             "duration_s": (span.end_ms - span.start_ms) / 1000, "cues": dump_covered(reject.cues),

@@ -47,32 +47,14 @@ from tqdm import tqdm
 from yt_dlp.networking.exceptions import HTTPError, TransportError
 from yt_dlp.utils import ContentTooShortError, DownloadError, parse_bytes, unsmuggle_url
 
-from tubetune.fsutil import atomic_path, atomic_write_text, sha256_file
-from tubetune.items import ItemReport
+from tubetune.fsutil import atomic_path, atomic_write_text, safe_stem, sha256_file
+from tubetune.items import MANIFEST_COLUMNS, ItemReport
 from tubetune.params import DownloadParams
 
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
-MANIFEST_COLUMNS = (
-    "item",
-    "media",
-    "id",
-    "extractor",
-    "title",
-    "uploader",
-    "channel",
-    "license",
-    "duration_s",
-    "upload_date",
-    "webpage_url",
-    "input_url",
-    "language",
-    "subtitles",
-    "size",
-    "sha256",
-)
 MEDIA_EXTENSIONS = frozenset(
     {".3gp", ".aac", ".aif", ".aiff", ".amr", ".avi", ".flac", ".flv", ".m4a", ".m4v", ".mka",
      ".mkv", ".mov", ".mp3", ".mp4", ".mpeg", ".mpg", ".oga", ".ogg", ".ogv", ".opus", ".ts",
@@ -241,10 +223,7 @@ def item_stem(extractor: str, video_id: str) -> str:
     hash of the original id is appended, so distinct ids never share a stem.
     """
     safe_extractor = re.sub(r"[^a-z0-9]+", "_", extractor.lower()).strip("_") or "unknown"
-    safe_id = re.sub(r"[^A-Za-z0-9_-]+", "_", video_id)[:80]
-    if safe_id != video_id:
-        safe_id += "-" + hashlib.sha256(video_id.encode("utf-8")).hexdigest()[:8]
-    return f"{safe_extractor}-{safe_id}"
+    return f"{safe_extractor}-{safe_stem(video_id)}"
 
 
 # ----------------------------------------------------------------------------- entries

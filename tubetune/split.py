@@ -4,8 +4,10 @@ The seed split overlapping chunks at random, so nearly every test chunk shared a
 training chunk. Here whole videos (source items) are assigned to splits, in an order fixed
 by a hash of the seed and the item name, until each split holds its fraction of the hours.
 Validation and test utterances come from the video's subtitles when it has them (gold
-text, cut at cue times); otherwise they fall back to pseudo-labels, and the ``reference``
-column says which.
+text, cut at cue times); otherwise they fall back to the labels, and the ``reference``
+column says which (``corpus`` for a labelled corpus: gold too). ``split.test_sources``
+fixes the test set instead: every video of those sources (a corpus such as KsponSpeech's
+eval_clean) is test, the others train or validate.
 """
 
 from __future__ import annotations
@@ -191,8 +193,8 @@ def build_splits(videos: list[Video], out_dir: Path, metrics_path: Path, params:
 
     A video found in several sources is split once (:func:`drop_duplicates`); ``left_out``
     (source -> why it has no usable video) goes into the report. With
-    ``params.external_test`` the test split is that fixed CSV and every video goes to train
-    or validation.
+    ``params.external_test`` the test split is that fixed CSV, with ``params.test_sources``
+    every video of those sources; either way every other video goes to train or validation.
     """
     normalize = normalize or NormalizeParams()
     videos, duplicates = drop_duplicates(videos)
@@ -201,9 +203,11 @@ def build_splits(videos: list[Video], out_dir: Path, metrics_path: Path, params:
     if not videos:
         raise StageError("no labelled videos to split")
     external = Path(params.external_test) if params.external_test else None
-    if external is not None:
+    fixed = set(params.test_sources)
+    if external is not None or fixed:
         params = dataclasses.replace(params, test_fraction=0.0)
-    assignment = assign_splits(videos, params)
+    assignment = assign_splits([v for v in videos if v.source not in fixed], params)
+    assignment.update({v.key: "test" for v in videos if v.source in fixed})
     rows: dict[str, list[dict]] = {s: [] for s in SPLITS}
     if external is not None:
         rows["test"] = external_rows(external, language)
@@ -254,6 +258,9 @@ def build_splits(videos: list[Video], out_dir: Path, metrics_path: Path, params:
                  report[split]["utterances"], report[split]["hours"], report[split]["videos"])
     if frames["train"].empty:
         raise StageError("the train split is empty (no kept labels in train videos)")
+    if fixed and frames["test"].empty:
+        raise StageError(f"split.test_sources ({', '.join(sorted(fixed))}) hold no kept "
+                         "utterance for the test set")
     empty = [name for name, keys in per_round.items() if not keys]
     if empty:
         raise StageError(f"round {empty[0]!r} has no training videos (more rounds "
@@ -299,6 +306,7 @@ def load_videos(
         labels = pd.read_csv(labels_root / source / "labels.csv", dtype={"item": str, "text": str},
                              keep_default_na=False)
         durations = dict(zip(audio["item"], audio["duration_s"], strict=True))
+        by_item = dict(iter(labels.groupby("item", sort=False)))  # a corpus has many items
         for row in manifest.itertuples(index=False):
             if row.item not in durations:
                 log.warning("split: %s/%s has no resampled audio; left out", source, row.item)
@@ -306,7 +314,7 @@ def load_videos(
             videos.append(Video(
                 source=source, item=row.item, language=row.language or language,
                 duration_s=float(durations[row.item]),
-                labels=labels[labels["item"] == row.item],
+                labels=by_item.get(row.item, labels.iloc[:0]),
                 subtitle=pick_subtitle(raw_root / source, row.subtitles, row.language or language),
                 audio=resampled_root / source / f"{row.item}.wav",
                 identities=_identities(row),
