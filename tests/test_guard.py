@@ -92,7 +92,7 @@ def test_interpolated_weights_lie_between_start_and_tuned(models: dict[str, Path
     listed = candidates(models["tuned"], ExportParams(interpolation=[0.5, 1.0]))
     assert [(c.name, c.a) for c in listed] == [("start", 0), ("a=0.5", 0.5), ("a=1", 1.0),
                                                ("step-5", 1.0)]
-    assert len(candidates(models["tuned"], ExportParams(checkpoints=False))) == 3  # start, 0.5, 1
+    assert len(candidates(models["tuned"], ExportParams(checkpoints=False))) == 4  # start + 3 a
 
 
 def test_guard_round_writes_the_choice_and_the_curve(models: dict[str, Path]) -> None:

@@ -246,7 +246,7 @@ class ExportParams:
     max_heldout_regression: float = 0.05
     heldout_confidence: float = 0.9  # the regression must stay in budget in this share of
     # paired bootstrap resamples of the held-out utterances (small sets: lucky draws fail)
-    interpolation: list[float] = field(default_factory=lambda: [0.5, 1.0])
+    interpolation: list[float] = field(default_factory=lambda: [0.5, 0.75, 1.0])
     checkpoints: bool = True
 
 
