@@ -10,6 +10,7 @@ import json
 import re
 import shutil
 import time
+from itertools import pairwise
 from pathlib import Path
 
 import pandas as pd
@@ -439,3 +440,21 @@ def test_plots_render_in_a_headless_browser(project: Path, tmp_path: Path) -> No
         drawn = page.evaluate("document.querySelectorAll('.vega-embed').length")
         browser.close()
     assert not errors and drawn >= 3
+
+
+def test_exported_model_keeps_alignment_heads_and_word_timestamps(project: Path) -> None:
+    from tubetune.transcribe import load_whisper, transcribe_long
+
+    base = json.loads((project / "models/base/ct2/config.json").read_text())
+    exported = json.loads((project / "models/export/ct2/config.json").read_text())
+    assert exported["alignment_heads"] == base["alignment_heads"]
+    whisper = load_whisper(str(project / "models/export/ct2"))
+    segments, _ = whisper.transcribe(str(project / "data/sample/sky-science.ogg"),
+                                     language="en", word_timestamps=True, vad_filter=False,
+                                     condition_on_previous_text=False)
+    words = [w for s in segments for w in s.words]
+    assert len(words) > 50
+    assert all(w.start <= w.end for w in words)
+    assert all(a.start <= b.start for a, b in pairwise(words))
+    assert transcribe_long(whisper, project / "data/sample/sky-science.ogg", "en",
+                           vad_filter=False).timestamp_share > 0.5
