@@ -271,7 +271,8 @@ def test_bad_items_fail_clearly_and_good_items_are_kept(
     assert failed[missing] == "HTTP Error 404: Not Found"
     assert failed[f"{page} [pl-2]"] == "HTTP Error 404: Not Found"  # one entry of a page
     assert failed[html].startswith("not a media file:")
-    for url in (fake, cut_m4a, cut_mp3):
+    assert failed[fake].startswith("not a media file: it holds a web page"), failed[fake]
+    for url in (cut_m4a, cut_mp3):
         assert failed[url].startswith("truncated/undecodable media:"), failed[url]
     assert "decoded 1.5 s of the 3.0 s" in failed[cut_mp3]
     assert _manifest(out)["item"].tolist() == ["generic-good", "html5-pl-1"]
@@ -282,6 +283,21 @@ def test_bad_items_fail_clearly_and_good_items_are_kept(
         "html5-pl-1.mp3",
         "html5-pl-1.info.json",
     }
+
+
+def test_silent_video_and_empty_file_get_clear_reasons(tmp_path: Path):
+    video = tmp_path / "no-sound.mp4"  # a video track and no audio track
+    subprocess.run([imageio_ffmpeg.get_ffmpeg_exe(), "-v", "error", "-f", "lavfi", "-i",
+                    "testsrc=size=64x64:rate=5:duration=2", "-an", str(video)], check=True)
+    empty = tmp_path / "empty.mp3"
+    empty.write_bytes(b"")
+    out = tmp_path / "raw"
+
+    download_source("bad", [str(video), str(empty)], out)
+
+    failed = _reasons(out, "failed")
+    assert sorted(r.split(" (")[0] for r in failed.values()) == ["empty file",
+                                                                  "no audio stream"], failed
 
 
 def test_missing_local_path_and_empty_folder_fail(media: dict[str, bytes], tmp_path: Path):

@@ -679,8 +679,11 @@ def _is_transient(exc: BaseException) -> bool:
 def _reason(exc: BaseException) -> str:
     """A one-line, user-facing reason for a failed item."""
     if isinstance(exc, _BadMedia):
-        return f"truncated/undecodable media: {exc}"
+        known = str(exc).startswith(("no audio stream", "empty file", "not a media file"))
+        return str(exc) if known else f"truncated/undecodable media: {exc}"
     text = " ".join(str(exc).split())
+    if "Did not get any data blocks" in text:
+        return "empty file (0 bytes): the server or the file sent no data"
     text = re.sub(r"^ERROR:\s*", "", text)
     text = re.sub(r"^\[[^\]]+\]\s+(?:\S+:\s+)?", "", text)  # "[extractor] id: "
     text = re.sub(r"\s*\(caused by .*$|;\s*please report this issue.*$", "", text)
@@ -780,8 +783,13 @@ def _decoded_duration(path: Path) -> float:
         if "[error]" in line
     ]
     if proc.returncode != 0:
-        if any("matches no streams" in e for e in errors):
-            raise _BadMedia("no audio stream")
+        if "matches no streams" in proc.stderr or "0:a:0' for option 'map'" in proc.stderr:
+            raise _BadMedia("no audio stream (a video without sound?)")
+        if path.stat().st_size == 0:
+            raise _BadMedia("empty file (0 bytes)")
+        if _looks_like_text(path):
+            raise _BadMedia("not a media file: it holds a web page or other text "
+                            "(a login, cookie or error page served in place of the media?)")
         raise _BadMedia(errors[0] if errors else f"ffmpeg exit status {proc.returncode}")
     premature = [e for e in errors if re.search(r"partial file|prematurely|truncat", e, re.I)]
     if premature:
@@ -797,6 +805,19 @@ def _decoded_duration(path: Path) -> float:
         if decoded < expected - max(0.5, 0.01 * expected):
             raise _BadMedia(f"decoded {decoded:.1f} s of the {expected:.1f} s it declares")
     return decoded
+
+
+def _looks_like_text(path: Path) -> bool:
+    """True when a file starts like HTML, XML, JSON or plain text rather than media."""
+    with open(path, "rb") as fh:
+        head = fh.read(512).lstrip().lower()
+    if head.startswith((b"<!doctype", b"<html", b"<?xml", b"{", b"[")):
+        return True
+    try:
+        head.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return bool(head) and all(b >= 32 or b in b"\t\r\n" for b in head)
 
 
 def _info_json(info: Mapping[str, Any]) -> str:
