@@ -1,6 +1,11 @@
 """Stage evaluate-baseline: the base model's transcripts of every set that evaluate and the
 guard score (test and validation splits, both held-out halves, whole test and validation
 videos). Its own stage so that experiments changing only training reuse them from DVC's cache.
+
+The base is scored from its Hugging Face weights through the same int8 conversion as every
+guard candidate and the exported model: a round that hands on its start model then exports
+exactly the model scored here, and base-vs-exported differences are training, never
+quantization noise.
 """
 
 from pathlib import Path
@@ -13,7 +18,7 @@ from tubetune.params import load_params
 def main(argv: list[str]) -> None:
     params = load_params()
     sets = stage_sets(Path("data/split"), params.evaluate.heldout, params.language, "baseline")
-    predictions = transcribe_sets(sets, Path("models/base/ct2"), params.language, params.task,
+    predictions = transcribe_sets(sets, Path("models/base/hf"), params.language, params.task,
                                   params.evaluate)
     save_predictions(sets, predictions, Path("data/eval/baseline"))
 
