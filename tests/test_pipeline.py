@@ -75,13 +75,16 @@ def test_metrics_report_baseline_and_finetuned(project: Path) -> None:
             "guard_choice"} <= set(headline)
     guard = json.loads((project / "metrics/guard/round1.json").read_text())
     assert guard["chosen"] in ("start", "a=1") and guard["budget"] == 0.05
-    shown = run(["dvc", "metrics", "show", "--json"], project).stdout
-    columns = json.loads(shown)["workspace"]["data"]
+    shown = json.loads(run(["dvc", "metrics", "show", "--json"], project).stdout)
+    (workspace,) = shown.values()  # keyed "" or "workspace", by DVC version
+    columns = workspace["data"]
     assert sum(len(f["data"]) for f in columns.values()) <= 40  # readable at a glance
     predictions = pd.read_csv(project / "data/eval/predictions.csv")
     assert {"set", "text", "baseline", "finetuned", "baseline_error"} <= set(predictions.columns)
     test_rows = predictions[predictions["set"] == "test"]
     assert len(test_rows) == metrics["sets"]["test"]["utterances"] > 0
+    if guard["chosen"] == "start":  # the base itself ships: scored exactly as the base
+        assert predictions["finetuned"].fillna("").equals(predictions["baseline"].fillna(""))
 
 
 def test_no_video_spans_two_splits(project: Path) -> None:
@@ -148,8 +151,10 @@ def test_queued_experiments_finish_and_apply_restores_one(project: Path) -> None
         logs = run(["dvc", "queue", "logs", "lr1e5"], project, check=False).stdout
         assert re.search(r"lr1e5\s.*Success", status), status + logs[-3000:]
         assert re.search(r"seed7\s.*Success", status), status
-        assert ran_stages(logs) == {"train@round1", "guard@round1", "export", "evaluate"}, (
-            logs[-3000:])
+        # export is skipped when the guard hands on the same model as the workspace's run
+        ran = ran_stages(logs)
+        assert {"train@round1", "guard@round1", "evaluate"} <= ran <= {
+            "train@round1", "guard@round1", "export", "evaluate"}, logs[-3000:]
 
         done = experiments(json.loads(run(["dvc", "exp", "show", "--json"], project).stdout))
         trained = done["lr1e5"]["params"]["params.yaml"]["data"]["train"]
@@ -360,8 +365,12 @@ def test_a_killed_stage_reruns_to_the_same_bytes(project: Path, stage: str, scri
                                                  after_s: float) -> None:
     before = lock_hashes(project)
     try:
-        kill_inside(project, stage, script, after_s)
-        assert stage in json.loads(run(["dvc", "status", "--json"], project).stdout)
+        for delay in (after_s, after_s / 4, 0.0):  # a faster machine may finish first
+            kill_inside(project, stage, script, delay)
+            if stage in json.loads(run(["dvc", "status", "--json"], project).stdout):
+                break
+        else:
+            pytest.fail(f"{stage} always finished before it could be killed")
         run(["dvc", "repro", "-s", stage], project)
         after = lock_hashes(project)
     finally:

@@ -218,8 +218,8 @@ def test_auto_workers_one_per_core_as_work_and_memory_allow(
     assert sharding.auto_workers(pinned, 1000) == 1  # labels.cpu_threads asks for one teacher
 
 
-# Lenient filters but a token cap, so that both CSVs get rows (the random decodes run to
-# 98-224 tokens); two temperatures keep the sampling short.
+# Lenient filters but a token cap, so that both CSVs usually get rows (the random decodes
+# ran to 98-224 tokens here); two temperatures keep the sampling short.
 TINY = LabelParams(source="pseudo", beam_size=2, temperatures=[0.0, 1.0],
                    min_avg_logprob=-20.0, min_language_probability=0.0,
                    max_no_speech_prob=1.0, min_unique_word_ratio=0.0, max_ngram_repeats=100,
@@ -252,10 +252,11 @@ def test_two_local_workers_write_the_same_bytes(
         sharded = _label(corpus, "tiny", "local2", ScaleParams(label_workers=2))
     assert sharded == single["tiny"]
     assert any("replaying the sampled fallback of 4 chunk" in r.message for r in caplog.records)
-    for model in ("tiny", "base"):
-        labels = pd.read_csv(corpus["root"] / model / "single" / "labels.csv")
-        rejects = pd.read_csv(corpus["root"] / model / "single" / "rejects.csv")
-        assert len(labels) and len(rejects), f"{model}: both CSVs should have rows to compare"
+    rows = {model: [len(pd.read_csv(corpus["root"] / model / "single" / name))
+                    for name in ("labels.csv", "rejects.csv")] for model in ("tiny", "base")}
+    # Every chunk is accounted for; which random decode passes the token cap depends on the
+    # CPU's kernels, so only the real teacher is sure to fill both CSVs (noise is rejected).
+    assert sum(rows["tiny"]) == 4 and all(rows["base"]), rows
 
 
 @pytest.mark.slow
