@@ -12,10 +12,10 @@ import pytest
 from tubetune.audio import convert_source, load_audio, resample_source
 from tubetune.filters import teacher_rejection
 from tubetune.labels import label_report, label_source
-from tubetune.params import LabelParams, SplitParams
+from tubetune.params import DownloadParams, LabelParams, SplitParams
 from tubetune.segment import segment_source
 from tubetune.sharding import TeacherSpec, gpu_count
-from tubetune.sources import DownloadOptions, download_source
+from tubetune.sources import download_source
 from tubetune.split import build_splits, load_videos
 from tubetune.subtitles import (
     CoveredCue,
@@ -163,7 +163,7 @@ def sample_chain(tmp_path_factory: pytest.TempPathFactory) -> dict:
                                                  "labels")}
     media = sorted(str(p) for p in (ROOT / "data/sample").glob("*.*")
                    if p.suffix not in (".vtt", ".md"))
-    download_source("s", media, d["raw"], "en", DownloadOptions())
+    download_source("s", media, d["raw"], "en", DownloadParams())
     convert_source(d["raw"], d["converted"], "s")
     resample_source(d["converted"], d["resampled"], "s")
     cues = label_cues(d["raw"], "en", "subtitles")

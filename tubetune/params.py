@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import codecs
 import dataclasses
+import datetime as dt
 import re
 import types
 import typing
+import urllib.parse
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -78,6 +80,27 @@ class SourceParams:
         return [self.url] if isinstance(self.url, str) else list(self.url)
 
 
+URL_SCHEMES = ("http", "https", "file")
+"""What a source URL may start with (yt-dlp reaches every site over http(s)); else a path."""
+
+
+def _check_urls(src: SourceParams, key: str, bad: Callable[[str, str], ParamsError]) -> None:
+    """A media source's ``url``: a URL or local path, or a non-empty list of them."""
+    if src.corpus is None and not src.urls:
+        raise bad(f"{key}.url", "expected a URL or a path, or a non-empty list of them")
+    for i, url in enumerate(src.urls):
+        if not url.strip():
+            raise bad(f"{key}.url[{i}]", "expected a URL or a path")
+        if "://" not in url:
+            continue  # a local file or folder (tubetune.sources reports a missing one)
+        scheme = url.split("://", 1)[0].lower()
+        if scheme not in URL_SCHEMES:
+            raise bad(f"{key}.url", f"unsupported URL scheme {scheme!r} in {url!r} (use "
+                      f"{', '.join(URL_SCHEMES)} or a local path)")
+        if scheme == "file" and urllib.parse.urlsplit(url.strip()).netloc not in ("", "localhost"):
+            raise bad(f"{key}.url", f"file URL on another host: {url!r}")
+
+
 @dataclass(frozen=True)
 class DownloadParams:
     """Global yt-dlp settings; a source's ``options`` override them."""
@@ -98,6 +121,42 @@ class DownloadParams:
     strict: bool = False
 
 
+def _check_download(d: DownloadParams, section: str,
+                    bad: Callable[[str, str], ParamsError]) -> None:
+    """Values of a download section: the global ``download`` or a source's merged ``options``."""
+    for name in ("max_videos", "retries"):
+        if getattr(d, name) < 0:
+            raise bad(f"{section}.{name}", "must be >= 0")
+    for name in ("min_duration_s", "max_duration_s"):
+        if not getattr(d, name) >= 0:
+            raise bad(f"{section}.{name}", "must be >= 0")
+    if not d.socket_timeout_s > 0:
+        raise bad(f"{section}.socket_timeout_s", "must be > 0")
+    if d.max_duration_s and d.max_duration_s < d.min_duration_s:
+        raise bad(f"{section}.max_duration_s", f"{d.max_duration_s:g} is below min_duration_s="
+                  f"{d.min_duration_s:g} (0 = no limit)")
+    for name in ("date_after", "date_before"):
+        date = getattr(d, name)
+        if date is not None and not _is_date(date):
+            raise bad(f"{section}.{name}", f"expected a date YYYYMMDD, got {date!r}")
+    if d.date_after and d.date_before and d.date_after > d.date_before:
+        raise bad(f"{section}.date_after", f"{d.date_after} is after date_before={d.date_before}")
+    if d.rate_limit is not None:
+        from yt_dlp.utils import parse_bytes  # the parser tubetune.sources hands yt-dlp
+
+        if parse_bytes(d.rate_limit) is None:
+            raise bad(f"{section}.rate_limit", 'expected a rate such as "2M" or "500K" (bytes '
+                      f"per second), got {d.rate_limit!r}")
+
+
+def _is_date(text: str) -> bool:
+    """Whether ``text`` is a real calendar date written YYYYMMDD (yt-dlp's upload_date)."""
+    try:
+        return bool(re.fullmatch(r"\d{8}", text)) and bool(dt.datetime.strptime(text, "%Y%m%d"))
+    except ValueError:
+        return False
+
+
 @dataclass(frozen=True)
 class SegmentParams:
     """How resampled audio is cut into training chunks."""
@@ -109,6 +168,39 @@ class SegmentParams:
     max_s: float = 30.0
     pad_ms: int = 200
     cue_snap_ms: int = 300
+
+
+def _check_segment(seg: SegmentParams, at_speech: bool,
+                   bad: Callable[[str, str], ParamsError]) -> None:
+    """Values of ``segment``, compared in whole milliseconds as chunks are cut. ``at_speech``:
+    chunks are cut at speech (``vad``) or along subtitle cues (any method unless
+    ``labels.source`` is pseudo), which pad up to ``pad_ms`` on both sides within ``max_s``."""
+
+    def ms(seconds: float) -> int:
+        return round(seconds * 1000)
+
+    if seg.method not in ("fixed", "vad"):
+        raise bad("segment.method", f"expected 'fixed' or 'vad', got {seg.method!r}")
+    if not 0 < seg.length_s <= 30 or ms(seg.length_s) <= 0:
+        raise bad("segment.length_s", "must be in (0, 30] (Whisper's window is 30 s), at least "
+                  "1 ms")
+    if not 0 <= seg.overlap_s < seg.length_s or ms(seg.overlap_s) >= ms(seg.length_s):
+        raise bad("segment.overlap_s", "must be >= 0 and smaller than segment.length_s (by at "
+                  "least 1 ms)")
+    if not 0 < seg.max_s <= 30 or ms(seg.max_s) <= 0:
+        raise bad("segment.max_s", "must be in (0, 30], at least 1 ms")
+    if not 0 <= seg.min_s <= min(seg.length_s, seg.max_s):
+        raise bad("segment.min_s", "must be >= 0 and <= length_s and max_s")
+    if at_speech and ms(seg.min_s) >= ms(seg.max_s):
+        raise bad("segment.min_s", "must be smaller than max_s (by at least 1 ms) when chunks "
+                  "are cut at speech or cues (method vad, or labels.source not pseudo)")
+    if seg.pad_ms < 0:
+        raise bad("segment.pad_ms", "must be >= 0")
+    if at_speech and 2 * seg.pad_ms >= ms(seg.max_s) - ms(seg.min_s):
+        raise bad("segment.pad_ms", "2 * pad_ms must be < (max_s - min_s) * 1000 when chunks are "
+                  "cut at speech or cues (method vad, or labels.source not pseudo)")
+    if seg.cue_snap_ms < 0:
+        raise bad("segment.cue_snap_ms", "must be >= 0")
 
 
 @dataclass(frozen=True)
@@ -300,6 +392,11 @@ class Params:
         """The last round: its model is the one exported."""
         return list(self.rounds)[-1]
 
+    def download_of(self, name: str) -> DownloadParams:
+        """A source's download settings: the global ``download`` with its ``options`` over it."""
+        merged = {**dataclasses.asdict(self.download), **self.source(name).options}
+        return parse_section(DownloadParams, merged, f"sources.{name}.options")
+
     def language_of(self, name: str) -> str:
         """A source's language, falling back to the global ``language``."""
         return self.source(name).language or self.language
@@ -461,21 +558,7 @@ def _check_values(p: Params, origin: str) -> None:
             raise bad(key, f"expected a language code like 'en' or 'zh-TW', got {lang!r}")
     if p.task not in ("transcribe", "translate"):
         raise bad("task", "expected 'transcribe' or 'translate'")
-    seg = p.segment
-    if seg.method not in ("fixed", "vad"):
-        raise bad("segment.method", f"expected 'fixed' or 'vad', got {seg.method!r}")
-    if not 0 < seg.length_s <= 30:
-        raise bad("segment.length_s", "must be in (0, 30] (Whisper's window is 30 s)")
-    if not 0 <= seg.overlap_s < seg.length_s:
-        raise bad("segment.overlap_s", "must be >= 0 and smaller than segment.length_s")
-    if not 0 < seg.max_s <= 30:
-        raise bad("segment.max_s", "must be in (0, 30]")
-    if not 0 <= seg.min_s <= min(seg.length_s, seg.max_s):
-        raise bad("segment.min_s", "must be >= 0 and <= length_s and max_s")
-    if seg.pad_ms < 0:
-        raise bad("segment.pad_ms", "must be >= 0")
-    if seg.cue_snap_ms < 0:
-        raise bad("segment.cue_snap_ms", "must be >= 0")
+    _check_segment(p.segment, p.segment.method == "vad" or p.labels.source != "pseudo", bad)
     sp = p.split
     for key, frac in [("validation_fraction", sp.validation_fraction),
                       ("test_fraction", sp.test_fraction)]:
@@ -570,15 +653,12 @@ def _check_values(p: Params, origin: str) -> None:
         if rnd.train:
             _check_train(p.round_train(name), f"rounds.{name}.train", bad)
         earlier.append(name)
+    _check_download(p.download, "download", bad)
     for name, src in p.sources.items():
         if src.corpus is not None:
             _check_corpus(src.corpus, f"sources.{name}.corpus", bad)
-        for i, url in enumerate(src.urls):
-            if not isinstance(url, str) or not url.strip():
-                raise bad(f"sources.{name}.url[{i}]", "expected a URL or a path")
-            scheme = url.split("://", 1)[0].lower() if "://" in url else ""
-            if scheme and scheme not in ("http", "https", "file", "ftp", "ytsearch"):
-                raise bad(f"sources.{name}.url", f"unsupported URL scheme {scheme!r}")
+        _check_urls(src, f"sources.{name}", bad)
+        _check_download(p.download_of(name), f"sources.{name}.options", bad)
 
 
 def _check_corpus(corpus: CorpusParams, section: str,
