@@ -54,6 +54,7 @@ import numpy as np
 import soundfile as sf
 
 from tubetune.audio import load_audio, resample_to_wav
+from tubetune.constants import SAMPLE_RATE
 from tubetune.metrics import ErrorRates, error_rates
 from tubetune.models import prepare_base_model
 from tubetune.params import LabelParams, ScaleParams
@@ -64,7 +65,6 @@ from tubetune.teacher import DecodeOptions, FasterWhisperTranscriber, pick_beam_
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLE_DIR = ROOT / "data" / "sample"
-SAMPLE_RATE = 16000
 LANGUAGE = "en"
 DEFAULTS = LabelParams()  # the project's labelling defaults (params.yaml has the same)
 SEED_BEAMS = 1  # the seed's pipeline default: greedy

@@ -21,6 +21,7 @@ from typing import Any
 
 import yaml
 
+from tubetune.constants import FALLBACK_TEMPERATURES, MAX_TARGET_POSITIONS, WINDOW_S
 from tubetune.errors import TubetuneError
 
 DEFAULT_PARAMS_FILE = Path("params.yaml")
@@ -165,7 +166,7 @@ class SegmentParams:
     length_s: float = 10.0
     overlap_s: float = 2.0
     min_s: float = 1.0
-    max_s: float = 30.0
+    max_s: float = WINDOW_S
     pad_ms: int = 200
     cue_snap_ms: int = 300
 
@@ -181,14 +182,14 @@ def _check_segment(seg: SegmentParams, at_speech: bool,
 
     if seg.method not in ("fixed", "vad"):
         raise bad("segment.method", f"expected 'fixed' or 'vad', got {seg.method!r}")
-    if not 0 < seg.length_s <= 30 or ms(seg.length_s) <= 0:
-        raise bad("segment.length_s", "must be in (0, 30] (Whisper's window is 30 s), at least "
-                  "1 ms")
+    if not 0 < seg.length_s <= WINDOW_S or ms(seg.length_s) <= 0:
+        raise bad("segment.length_s", f"must be in (0, {WINDOW_S:g}] (Whisper's window is "
+                  f"{WINDOW_S:g} s), at least 1 ms")
     if not 0 <= seg.overlap_s < seg.length_s or ms(seg.overlap_s) >= ms(seg.length_s):
         raise bad("segment.overlap_s", "must be >= 0 and smaller than segment.length_s (by at "
                   "least 1 ms)")
-    if not 0 < seg.max_s <= 30 or ms(seg.max_s) <= 0:
-        raise bad("segment.max_s", "must be in (0, 30], at least 1 ms")
+    if not 0 < seg.max_s <= WINDOW_S or ms(seg.max_s) <= 0:
+        raise bad("segment.max_s", f"must be in (0, {WINDOW_S:g}], at least 1 ms")
     if not 0 <= seg.min_s <= min(seg.length_s, seg.max_s):
         raise bad("segment.min_s", "must be >= 0 and <= length_s and max_s")
     if at_speech and ms(seg.min_s) >= ms(seg.max_s):
@@ -227,7 +228,7 @@ class LabelParams:
     beam_size: int | str = "auto"
     batch_size: int = 1
     cpu_threads: int = 0
-    temperatures: list[float] = field(default_factory=lambda: [0.0, 0.2, 0.4, 0.6, 0.8, 1.0])
+    temperatures: list[float] = field(default_factory=lambda: list(FALLBACK_TEMPERATURES))
     min_language_probability: float = 0.5
     max_no_speech_prob: float = 0.6
     min_avg_logprob: float = -1.0
@@ -237,7 +238,7 @@ class LabelParams:
     max_char_run: int = 8
     min_chars_per_s: float | str = "auto"  # auto: the language's bounds (tubetune/languages.py)
     max_chars_per_s: float | str = "auto"
-    max_label_tokens: int = 448
+    max_label_tokens: int = MAX_TARGET_POSITIONS
     hallucination_phrases: bool = True
     normalize: NormalizeParams = field(default_factory=NormalizeParams)
 
@@ -250,7 +251,7 @@ class SplitParams:
     validation_fraction: float = 0.2
     test_fraction: float = 0.2
     min_duration_s: float = 0.5
-    max_duration_s: float = 30.0
+    max_duration_s: float = WINDOW_S  # longer utterances do not fit Whisper's window
     gold_pad_ms: int = 200  # validation/test utterances: margin around each cue's times
     external_test: str | None = None
     test_sources: list[str] = field(default_factory=list)  # every utterance is test (gold text)
@@ -601,8 +602,9 @@ def _check_values(p: Params, origin: str) -> None:
     rates = (lb.min_chars_per_s, lb.max_chars_per_s)
     if not any(isinstance(r, str) for r in rates) and not rates[0] < rates[1]:
         raise bad("labels.min_chars_per_s", "must be below labels.max_chars_per_s")
-    if not 0 < lb.max_label_tokens <= 448:
-        raise bad("labels.max_label_tokens", "must be in (0, 448] (Whisper's decoder limit)")
+    if not 0 < lb.max_label_tokens <= MAX_TARGET_POSITIONS:
+        raise bad("labels.max_label_tokens",
+                  f"must be in (0, {MAX_TARGET_POSITIONS}] (Whisper's decoder limit)")
     norm = lb.normalize
     if norm.zh_convert not in (None, "s2t", "s2tw", "s2twp", "s2hk", "t2s", "tw2s", "tw2sp"):
         raise bad("labels.normalize.zh_convert",
@@ -687,8 +689,9 @@ def _check_train(tr: TrainParams, section: str, bad: Callable[[str, str], Params
     for name in positive:
         if getattr(tr, name) <= 0:
             raise bad(f"{section}.{name}", "must be > 0")
-    if tr.generation_max_length > 448:
-        raise bad(f"{section}.generation_max_length", "must be <= 448 (Whisper's decoder limit)")
+    if tr.generation_max_length > MAX_TARGET_POSITIONS:
+        raise bad(f"{section}.generation_max_length",
+                  f"must be <= {MAX_TARGET_POSITIONS} (Whisper's decoder limit)")
     for name in ("warmup_steps", "eval_steps", "save_steps", "dataloader_num_workers",
                  "early_stopping_patience"):
         if getattr(tr, name) < 0:

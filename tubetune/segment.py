@@ -51,10 +51,10 @@ import soundfile as sf
 from tqdm import tqdm
 
 from tubetune.audio import AUDIO_CSV, REPORT_JSON, MediaError, read_table
+from tubetune.constants import SAMPLE_RATE
 from tubetune.fsutil import atomic_path, atomic_write_text
 from tubetune.items import ItemReport
 from tubetune.subtitles import CoveredCue, Cue, dump_covered
-from tubetune.vad import SAMPLE_RATE as VAD_SAMPLE_RATE
 from tubetune.vad import WINDOW_MS as _WINDOW_MS
 from tubetune.vad import load_scores
 
@@ -74,7 +74,6 @@ REJECTS_CSV = "rejects.csv"
 REJECT_COLUMNS = ["source", "item", "start_ms", "end_ms", "duration_s", "cues", "reason",
                   "detail"]
 """Subtitle time that got no chunk: the label stage reports it with the other rejects."""
-WHISPER_WINDOW_S = 30.0
 
 _MIN_SPEECH_RATIO = 0.5
 """A chunk must be at least this much speech: never a chunk that is mostly silence."""
@@ -268,8 +267,8 @@ def _plan_spans(
 def _duration_ms(wav_path: Path, vad: bool = False) -> int:
     """Length of a WAV in ms; with ``vad``, MediaError unless it is the VAD's 16 kHz mono."""
     info = sf.info(str(wav_path))
-    if vad and (info.samplerate != VAD_SAMPLE_RATE or info.channels != 1):
-        raise MediaError(f"VAD needs {VAD_SAMPLE_RATE} Hz mono audio, got {info.samplerate} Hz "
+    if vad and (info.samplerate != SAMPLE_RATE or info.channels != 1):
+        raise MediaError(f"VAD needs {SAMPLE_RATE} Hz mono audio, got {info.samplerate} Hz "
                          f"with {info.channels} channels")
     return info.frames * 1000 // info.samplerate
 
