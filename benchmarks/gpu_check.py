@@ -1,7 +1,7 @@
 """GPU check: the project's own training and labelling code on a CUDA GPU, and on the CPU.
 
 Runs ``tubetune.train.FineTuner`` (the train stage's Seq2SeqTrainer, collator and precision
-choice) and ``tubetune.teacher`` (the pseudo-label stage's teacher, as ``label_source``
+choice) and ``tubetune.engines`` (the pseudo-label stage's teacher, as ``label_source``
 drives it: chunk WAVs read with ``load_audio``, decoded in batches) on chunks that the
 project's own functions cut from the bundled sample (``resample_to_wav``, ``fixed_spans``,
 ``write_chunks``; subtitle text as training targets). It prints training samples/s,
@@ -253,7 +253,7 @@ def label_rtf(hf_dir: Path, chunks: list[tuple[Path, float]], cuda: bool, engine
     """Decode seconds per audio second of the teacher over ``chunks`` (after a warm-up)."""
     from tubetune.audio import load_audio
     from tubetune.conversion import convert_hf_to_ct2
-    from tubetune.teacher import DecodeOptions, load_teacher
+    from tubetune.engines import DecodeOptions, load_teacher
 
     ct2_dir = hf_dir.with_name(hf_dir.name + "-ct2")
     if engine == "faster-whisper" and not ct2_dir.exists():

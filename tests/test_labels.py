@@ -10,6 +10,7 @@ import pandas as pd
 import pytest
 
 from tubetune.audio import convert_source, load_audio, resample_source
+from tubetune.engines import pick_beam_size
 from tubetune.filters import teacher_rejection
 from tubetune.labels import label_report, label_source
 from tubetune.params import DownloadParams, LabelParams, SplitParams
@@ -29,7 +30,6 @@ from tubetune.subtitles import (
     read_vtt,
     text_in_span,
 )
-from tubetune.teacher import pick_beam_size
 from tubetune.text import clean_target
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -227,8 +227,8 @@ def test_split_cuts_gold_utterances_per_multi_phrase_cue(sample_chain: dict) -> 
 
 @pytest.fixture(scope="session")
 def teacher(tmp_path_factory: pytest.TempPathFactory):
+    from tubetune.engines import FasterWhisperTranscriber
     from tubetune.models import prepare_base_model
-    from tubetune.teacher import FasterWhisperTranscriber
 
     root = tmp_path_factory.mktemp("model")
     prepare_base_model("bundled:whisper-base", root / "hf", root / "ct2")
@@ -273,7 +273,7 @@ def _bad_chunks(good: list[np.ndarray]) -> list[np.ndarray]:
 
 @pytest.mark.slow
 def test_filters_reject_bad_keep_good(teacher) -> None:
-    from tubetune.teacher import DecodeOptions
+    from tubetune.engines import DecodeOptions
 
     params = LabelParams()
     options = DecodeOptions("en", "transcribe", beam_size=1, temperatures=(0.0, 0.4, 0.8))

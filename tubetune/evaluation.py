@@ -24,12 +24,12 @@ from tqdm import tqdm
 
 from tubetune.audio import load_audio
 from tubetune.constants import SAMPLE_RATE
+from tubetune.engines import FasterWhisperTranscriber, pick_beam_size
 from tubetune.errors import StageError
 from tubetune.fsutil import atomic_path, atomic_write_text
 from tubetune.metrics import error_rates, utterance_error_rate
 from tubetune.params import EvaluateParams
 from tubetune.split import LONGFORM_CSV, external_rows
-from tubetune.teacher import FasterWhisperTranscriber, pick_beam_size
 
 log = logging.getLogger(__name__)
 

@@ -1,6 +1,9 @@
-"""The teacher: Whisper transcription of training chunks, with the scores label filters need.
+"""Whisper inference engines: transcription of ≤ 30 s clips, with the scores label filters need.
 
-Two engines behind one interface (:class:`Teacher`):
+They are the pseudo-labelling teacher (:mod:`tubetune.labels`, :mod:`tubetune.sharding`) and
+the evaluator (:mod:`tubetune.evaluation`); the long-form CLI and the server
+(:mod:`tubetune.transcribe`, :mod:`tubetune.serve`) share their device and compute-type
+choice. Two engines behind one interface (:class:`Teacher`):
 
 * ``faster-whisper`` (CTranslate2, default): int8 on CPU, float16 on GPU. With
   ``batch_size`` > 1 the chunks are encoded and decoded as one batch through CTranslate2
