@@ -32,6 +32,7 @@ from pathlib import Path
 import yaml
 
 from tubetune.audio import ffmpeg_exe
+from tubetune.constants import SAMPLE_RATE
 from tubetune.fsutil import atomic_write_text
 from tubetune.subtitles import read_vtt
 from tubetune.transcribe import Segment, render
@@ -97,7 +98,7 @@ def make_source(index: int, seconds: int, media_dir: Path) -> Path:
         subprocess.run(
             [ffmpeg_exe(), "-v", "error", "-nostdin", "-y", "-stream_loop", "-1", "-i",
              str(sample), "-t", str(seconds), "-af", f"volume={gain:.2f}", "-ac", "1",
-             "-ar", "16000", "-c:a", "aac", "-b:a", "32k", str(out)],
+             "-ar", str(SAMPLE_RATE), "-c:a", "aac", "-b:a", "32k", str(out)],
             check=True,
         )
     texts = [cue.text for cue in read_vtt(vtt)]

@@ -1,7 +1,7 @@
 """GPU check: the project's own training and labelling code on a CUDA GPU, and on the CPU.
 
 Runs ``tubetune.train.FineTuner`` (the train stage's Seq2SeqTrainer, collator and precision
-choice) and ``tubetune.teacher`` (the pseudo-label stage's teacher, as ``label_source``
+choice) and ``tubetune.engines`` (the pseudo-label stage's teacher, as ``label_source``
 drives it: chunk WAVs read with ``load_audio``, decoded in batches) on chunks that the
 project's own functions cut from the bundled sample (``resample_to_wav``, ``fixed_spans``,
 ``write_chunks``; subtitle text as training targets). It prints training samples/s,
@@ -145,10 +145,12 @@ def build_model(shape: str, out: Path, tokenizer_json: Path, ct2_config: dict) -
     from transformers.models.whisper.tokenization_whisper import LANGUAGES
 
     from tubetune import conversion
+    from tubetune.constants import MAX_TARGET_POSITIONS
 
     raw = json.loads(tokenizer_json.read_text(encoding="utf-8"))
     tokens = set(raw["model"]["vocab"]) | {t["content"] for t in raw["added_tokens"]}
-    tokenizer = conversion.build_tokenizer(tokenizer_json, len(tokens) + 1501, 448)
+    tokenizer = conversion.build_tokenizer(tokenizer_json, len(tokens) + 1501,
+                                           MAX_TARGET_POSITIONS)
     if not ct2_config.get("lang_ids"):  # no CTranslate2 config beside the tokenizer
         ids = [tokenizer.convert_tokens_to_ids(f"<|{code}|>") for code in LANGUAGES]
         ct2_config = {**ct2_config, "lang_ids": [i for i in ids if i != tokenizer.unk_token_id]}
@@ -158,12 +160,13 @@ def build_model(shape: str, out: Path, tokenizer_json: Path, ct2_config: dict) -
         decoder_layers=dims["layers"], encoder_attention_heads=dims["heads"],
         decoder_attention_heads=dims["heads"], encoder_ffn_dim=dims["ffn"],
         decoder_ffn_dim=dims["ffn"], num_mel_bins=80, max_source_positions=1500,
-        max_target_positions=448, bos_token_id=50257, eos_token_id=50257, pad_token_id=50257,
-        decoder_start_token_id=50258,
+        max_target_positions=MAX_TARGET_POSITIONS, bos_token_id=50257, eos_token_id=50257,
+        pad_token_id=50257, decoder_start_token_id=50258,
     )
     torch.manual_seed(0)
     model = WhisperForConditionalGeneration(config)
-    model.generation_config = conversion.whisper_generation_config(tokenizer, ct2_config, 448)
+    model.generation_config = conversion.whisper_generation_config(tokenizer, ct2_config,
+                                                                  MAX_TARGET_POSITIONS)
     model.save_pretrained(out)
     WhisperProcessor(WhisperFeatureExtractor(feature_size=80), tokenizer).save_pretrained(out)
     return out
@@ -250,7 +253,7 @@ def label_rtf(hf_dir: Path, chunks: list[tuple[Path, float]], cuda: bool, engine
     """Decode seconds per audio second of the teacher over ``chunks`` (after a warm-up)."""
     from tubetune.audio import load_audio
     from tubetune.conversion import convert_hf_to_ct2
-    from tubetune.teacher import DecodeOptions, load_teacher
+    from tubetune.engines import DecodeOptions, load_teacher
 
     ct2_dir = hf_dir.with_name(hf_dir.name + "-ct2")
     if engine == "faster-whisper" and not ct2_dir.exists():

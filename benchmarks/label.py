@@ -54,17 +54,17 @@ import numpy as np
 import soundfile as sf
 
 from tubetune.audio import load_audio, resample_to_wav
+from tubetune.constants import SAMPLE_RATE
+from tubetune.engines import DecodeOptions, FasterWhisperTranscriber, pick_beam_size
 from tubetune.metrics import ErrorRates, error_rates
 from tubetune.models import prepare_base_model
 from tubetune.params import LabelParams, ScaleParams
 from tubetune.segment import Span, fixed_spans, vad_spans, write_chunks
 from tubetune.sharding import TeacherSpec, auto_workers, transcribe_batches
 from tubetune.subtitles import read_vtt
-from tubetune.teacher import DecodeOptions, FasterWhisperTranscriber, pick_beam_size
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLE_DIR = ROOT / "data" / "sample"
-SAMPLE_RATE = 16000
 LANGUAGE = "en"
 DEFAULTS = LabelParams()  # the project's labelling defaults (params.yaml has the same)
 SEED_BEAMS = 1  # the seed's pipeline default: greedy

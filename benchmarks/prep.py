@@ -37,6 +37,7 @@ from pathlib import Path
 import pandas as pd
 
 from tubetune.audio import convert_source, ffmpeg_exe, resample_source
+from tubetune.constants import SAMPLE_RATE
 from tubetune.segment import segment_source
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -106,7 +107,7 @@ def seed_way(media: Path, work: Path, duration_s: float, n_chunks: int) -> tuple
     picked = starts[:: max(1, len(starts) // n_chunks)][:n_chunks]
     start = time.perf_counter()
     for s in picked:
-        ffmpeg("-ss", s, "-t", 10, "-i", full, "-ac", 1, "-ar", 16000, work / f"c{s}.wav")
+        ffmpeg("-ss", s, "-t", 10, "-i", full, "-ac", 1, "-ar", SAMPLE_RATE, work / f"c{s}.wav")
     per_chunk = (time.perf_counter() - start) / len(picked)
     full.unlink()
     return to_wav + per_chunk * len(starts), len(starts)
@@ -209,7 +210,7 @@ def measure(args: argparse.Namespace, work: Path) -> Iterator[str]:
     log.info("timing %g h: floor and ours, interleaved, best of %d", args.hours, args.repeats)
     for _ in range(args.repeats):
         times["floor"].append(
-            timed(lambda: ffmpeg("-i", media, "-vn", "-ac", 1, "-ar", 16000, floor_wav))
+            timed(lambda: ffmpeg("-i", media, "-vn", "-ac", 1, "-ar", SAMPLE_RATE, floor_wav))
         )
         for stage in STAGES:
             times[stage].append(timed(lambda s=stage: run_stage(root, s)))

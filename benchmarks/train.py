@@ -39,6 +39,7 @@ from transformers import (
     WhisperProcessor,
 )
 
+from tubetune.constants import SAMPLE_RATE
 from tubetune.dataset import load_manifest
 from tubetune.params import load_params
 from tubetune.train import train_stage
@@ -57,7 +58,7 @@ class BareCollator:
     def __call__(self, rows: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
         audio = [sf.read(r["path"], dtype="float32")[0] for r in rows]
         features = self.processor.feature_extractor(
-            audio, sampling_rate=16000, return_tensors="pt").input_features
+            audio, sampling_rate=SAMPLE_RATE, return_tensors="pt").input_features
         labels = self.processor.tokenizer.pad(
             {"input_ids": [self.processor.tokenizer(r["text"]).input_ids for r in rows]},
             return_tensors="pt")

@@ -41,11 +41,12 @@ from pathlib import Path
 
 import numpy as np
 
+from tubetune.constants import SAMPLE_RATE
+
 LOG = logging.getLogger("make_heldout")
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_OUT_DIR = REPO_ROOT / "data" / "evalsets" / "heldout"
-RATE = 16000
 SEED = 20240917
 """Master seed of the degradations; each clip derives its own from it and its index."""
 
@@ -158,9 +159,9 @@ def decode(path: Path, raw_format: str | None = None, filters: str | None = None
     float32, resampled with soxr; ``filters`` is an extra ffmpeg filter chain applied first."""
     cmd = [ffmpeg_exe(), "-nostdin", "-hide_banner", "-loglevel", "error"]
     if raw_format:
-        cmd += ["-f", raw_format, "-ar", str(RATE), "-ac", "1"]
-    chain = ",".join(f for f in (filters, f"aresample={RATE}:resampler=soxr") if f)
-    cmd += ["-i", str(path), "-af", chain, "-ac", "1", "-ar", str(RATE), *FFMPEG_COMMON,
+        cmd += ["-f", raw_format, "-ar", str(SAMPLE_RATE), "-ac", "1"]
+    chain = ",".join(f for f in (filters, f"aresample={SAMPLE_RATE}:resampler=soxr") if f)
+    cmd += ["-i", str(path), "-af", chain, "-ac", "1", "-ar", str(SAMPLE_RATE), *FFMPEG_COMMON,
             "-f", "f32le", "-"]
     return np.frombuffer(run(cmd).stdout, dtype="<f4").copy()
 
@@ -170,7 +171,7 @@ def encode_flac(samples: np.ndarray, out: Path, work: Path) -> None:
     raw = work / "encode.f32"
     np.clip(samples, -1.0, 1.0).astype("<f4").tofile(raw)
     run([ffmpeg_exe(), "-nostdin", "-hide_banner", "-loglevel", "error", "-y",
-         "-f", "f32le", "-ar", str(RATE), "-ac", "1", "-i", str(raw),
+         "-f", "f32le", "-ar", str(SAMPLE_RATE), "-ac", "1", "-i", str(raw),
          *FFMPEG_COMMON, "-c:a", "flac", "-sample_fmt", "s16", str(out)])
 
 
@@ -227,8 +228,8 @@ def degrade(samples: np.ndarray, condition: str, rng: np.random.Generator,
         noise = pinkish / np.sqrt(np.mean(np.square(pinkish))) * speech_rms * 10 ** (-15 / 20)
         return set_level((samples + noise).astype(np.float32))
     if condition == "reverb":  # a small room: exponentially decaying noise, RT60 0.3 s
-        n = int(0.3 * RATE)
-        t = np.arange(n) / RATE
+        n = int(0.3 * SAMPLE_RATE)
+        t = np.arange(n) / SAMPLE_RATE
         ir = 0.15 * rng.standard_normal(n) * np.exp(-6.91 * t / 0.3)
         ir[0] = 1.0
         wet = np.convolve(samples.astype(np.float64), ir)[: len(samples) + n // 2]
@@ -422,7 +423,7 @@ def human_audio(clip: HumanClip, root: Path) -> np.ndarray:
     samples = decode(path, raw_format="s16le" if clip.raw else None)
     if clip.span is not None:
         check_span(clip, root)
-        start, end = (round(s * RATE) for s in clip.span)
+        start, end = (round(s * SAMPLE_RATE) for s in clip.span)
         samples = samples[start:end]
     return samples
 
@@ -473,7 +474,7 @@ def build(out_dir: Path, downloads: Path) -> list[dict[str, str]]:
         for i, clip in enumerate(synth_clips()):
             rng = np.random.default_rng([SEED, i])
             samples = set_level(trim_silence(synthesise(clip, work)))
-            pad = np.zeros(round(PAD_S * RATE), dtype=np.float32)
+            pad = np.zeros(round(PAD_S * SAMPLE_RATE), dtype=np.float32)
             samples = degrade(np.concatenate([pad, samples, pad]), clip.condition, rng, work)
             name = f"syn-{i:02d}.flac"
             encode_flac(samples, out_dir / name, work)
@@ -488,7 +489,7 @@ def build(out_dir: Path, downloads: Path) -> list[dict[str, str]]:
                          "kind": clip.kind, "condition": clip.condition,
                          "source": source_label(clip)})
     for row in rows:
-        duration = len(decode(out_dir / row["path"])) / RATE
+        duration = len(decode(out_dir / row["path"])) / SAMPLE_RATE
         if not MIN_CLIP_S <= duration <= MAX_CLIP_S:
             raise RuntimeError(f"{row['path']}: {duration:.2f} s is outside "
                                f"{MIN_CLIP_S}-{MAX_CLIP_S} s")

@@ -1,8 +1,8 @@
 """Label filters on hand-made transcripts."""
 
+from tubetune.engines import Transcript, compression_ratio
 from tubetune.filters import is_hallucination, teacher_rejection
 from tubetune.params import LabelParams
-from tubetune.teacher import Transcript, compression_ratio
 
 P = LabelParams()
 

@@ -10,12 +10,13 @@ import pandas as pd
 import pytest
 
 from tubetune.audio import convert_source, load_audio, resample_source
+from tubetune.engines import pick_beam_size
 from tubetune.filters import teacher_rejection
 from tubetune.labels import label_report, label_source
-from tubetune.params import LabelParams, SplitParams
+from tubetune.params import DownloadParams, LabelParams, SplitParams
 from tubetune.segment import segment_source
 from tubetune.sharding import TeacherSpec, gpu_count
-from tubetune.sources import DownloadOptions, download_source
+from tubetune.sources import download_source
 from tubetune.split import build_splits, load_videos
 from tubetune.subtitles import (
     CoveredCue,
@@ -29,7 +30,6 @@ from tubetune.subtitles import (
     read_vtt,
     text_in_span,
 )
-from tubetune.teacher import pick_beam_size
 from tubetune.text import clean_target
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -163,7 +163,7 @@ def sample_chain(tmp_path_factory: pytest.TempPathFactory) -> dict:
                                                  "labels")}
     media = sorted(str(p) for p in (ROOT / "data/sample").glob("*.*")
                    if p.suffix not in (".vtt", ".md"))
-    download_source("s", media, d["raw"], "en", DownloadOptions())
+    download_source("s", media, d["raw"], "en", DownloadParams())
     convert_source(d["raw"], d["converted"], "s")
     resample_source(d["converted"], d["resampled"], "s")
     cues = label_cues(d["raw"], "en", "subtitles")
@@ -227,8 +227,8 @@ def test_split_cuts_gold_utterances_per_multi_phrase_cue(sample_chain: dict) -> 
 
 @pytest.fixture(scope="session")
 def teacher(tmp_path_factory: pytest.TempPathFactory):
+    from tubetune.engines import FasterWhisperTranscriber
     from tubetune.models import prepare_base_model
-    from tubetune.teacher import FasterWhisperTranscriber
 
     root = tmp_path_factory.mktemp("model")
     prepare_base_model("bundled:whisper-base", root / "hf", root / "ct2")
@@ -273,7 +273,7 @@ def _bad_chunks(good: list[np.ndarray]) -> list[np.ndarray]:
 
 @pytest.mark.slow
 def test_filters_reject_bad_keep_good(teacher) -> None:
-    from tubetune.teacher import DecodeOptions
+    from tubetune.engines import DecodeOptions
 
     params = LabelParams()
     options = DecodeOptions("en", "transcribe", beam_size=1, temperatures=(0.0, 0.4, 0.8))

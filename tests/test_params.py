@@ -71,6 +71,142 @@ def test_bad_values_name_the_key(change: dict, key: str) -> None:
     assert key in str(info.value)
 
 
+def _parse(**sections: dict) -> None:
+    """parse_params on the project's params with ``sections`` merged into theirs."""
+    raw = base()
+    for section, value in sections.items():
+        raw[section] = {**(raw.get(section) or {}), **value}
+    parse_params(raw)
+
+
+@pytest.mark.parametrize(
+    ("segment", "message"),
+    [
+        ({"length_s": 10, "overlap_s": 10}, "segment.overlap_s: must be >= 0 and smaller"),
+        ({"length_s": 10, "overlap_s": -1}, "segment.overlap_s: must be >= 0"),
+        ({"length_s": 10, "overlap_s": 9.9996}, "segment.overlap_s: must be >= 0"),  # 10000 ms
+        ({"length_s": 31, "overlap_s": 2}, "segment.length_s: must be in (0, 30]"),
+        ({"length_s": 0, "overlap_s": 0}, "segment.length_s: must be in (0, 30]"),
+        ({"length_s": 0.0004, "overlap_s": 0, "min_s": 0}, "segment.length_s: must be in"),
+        ({"min_s": -1}, "segment.min_s: must be >= 0"),
+        ({"min_s": 11}, "segment.min_s: must be >= 0 and <= length_s"),
+        ({"method": "silence"}, "segment.method: expected 'fixed' or 'vad', got 'silence'"),
+        ({"method": "vad", "max_s": 31}, "segment.max_s: must be in (0, 30]"),
+        ({"method": "vad", "min_s": 10, "max_s": 10}, "segment.min_s: must be smaller than max_s"),
+        ({"method": "vad", "pad_ms": -1}, "segment.pad_ms: must be >= 0"),
+        ({"method": "vad", "min_s": 5, "max_s": 6, "pad_ms": 500},
+         "segment.pad_ms: 2 * pad_ms must be < (max_s - min_s) * 1000"),
+        ({"method": "fixed", "min_s": 5, "max_s": 6, "pad_ms": 500},  # subtitled: cut at cues
+         "segment.pad_ms: 2 * pad_ms must be <"),
+        ({"cue_snap_ms": -1}, "segment.cue_snap_ms: must be >= 0"),
+    ],
+)
+def test_segment_values_name_the_key(segment: dict, message: str) -> None:
+    with pytest.raises(ParamsError) as info:
+        _parse(segment=segment)
+    assert f"params.yaml: {message}" in str(info.value)
+
+
+def test_segment_padding_bounds_only_where_chunks_are_padded() -> None:
+    """fixed windows of unsubtitled videos are never padded: max_s and pad_ms do not apply."""
+    _parse(segment={"method": "fixed", "min_s": 5, "max_s": 5, "pad_ms": 5000},
+           labels={"source": "pseudo"})
+    with pytest.raises(ParamsError, match=r"segment\.min_s: must be smaller than max_s"):
+        _parse(segment={"method": "fixed", "min_s": 5, "max_s": 5}, labels={"source": "auto"})
+
+
+DOWNLOAD_ERRORS = [
+    ({"date_after": "2024-01-01"}, "date_after: expected a date YYYYMMDD, got '2024-01-01'"),
+    ({"date_before": "20241399"}, "date_before: expected a date YYYYMMDD, got '20241399'"),
+    ({"date_before": 20241231}, "date_before: expected a non-empty string, got 20241231"),
+    ({"date_after": "20240201", "date_before": "20240101"}, "date_after: 20240201 is after"),
+    ({"max_videos": -1}, "max_videos: must be >= 0"),
+    ({"retries": -1}, "retries: must be >= 0"),
+    ({"keep_video": "yes"}, "keep_video: expected true or false"),
+    ({"licenses": "Creative Commons"}, "licenses: expected a list"),
+    ({"licenses": [""]}, "licenses[0]: expected a non-empty string"),
+    ({"rate_limit": "fast"}, 'rate_limit: expected a rate such as "2M"'),
+    ({"min_duration_s": -1}, "min_duration_s: must be >= 0"),
+    ({"min_duration_s": 5, "max_duration_s": 2}, "max_duration_s: 2 is below min_duration_s=5"),
+    ({"socket_timeout_s": 0}, "socket_timeout_s: must be > 0"),
+    ({"cookies": ""}, "cookies: expected a non-empty string"),
+    ({"max_video": 3}, "max_video: unknown key"),
+]
+
+
+@pytest.mark.parametrize(("options", "message"), DOWNLOAD_ERRORS)
+def test_download_values_name_the_key(options: dict, message: str) -> None:
+    with pytest.raises(ParamsError) as info:
+        _parse(download=options)
+    assert f"params.yaml: download.{message}" in str(info.value)
+
+
+@pytest.mark.parametrize(("options", "message"), DOWNLOAD_ERRORS)
+def test_source_options_are_checked_merged_over_download(options: dict, message: str) -> None:
+    raw = base()
+    raw["sources"] = {**raw["sources"], "talk": {"url": "a.mp4", "options": options}}
+    with pytest.raises(ParamsError) as info:
+        parse_params(raw)
+    assert f"params.yaml: sources.talk.options.{message}" in str(info.value)
+
+
+def test_source_options_override_download() -> None:
+    raw = base()
+    raw["download"] = {**raw["download"], "retries": 2, "min_duration_s": 5}
+    raw["sources"] = {"talk": {"url": "a.mp4", "options": {
+        "max_duration_s": 600, "date_after": "20240101", "rate_limit": "500K"}}}
+    options = parse_params(raw).download_of("talk")
+    assert (options.retries, options.min_duration_s, options.max_duration_s) == (2, 5.0, 600.0)
+    assert (options.date_after, options.rate_limit) == ("20240101", "500K")
+    raw["sources"]["talk"]["options"] = {"max_duration_s": 2}  # below the global minimum
+    with pytest.raises(ParamsError, match=r"sources\.talk\.options\.max_duration_s: 2 is below"):
+        parse_params(raw)
+
+
+@pytest.mark.parametrize(
+    ("url", "message"),
+    [
+        ("ftp://host/a.mp3", "sources.a.url: unsupported URL scheme 'ftp'"),
+        ("ytsearch://cats", "sources.a.url: unsupported URL scheme 'ytsearch'"),
+        ("gopher://x", "sources.a.url: unsupported URL scheme 'gopher'"),
+        (" https://x.invalid/a", "sources.a.url: unsupported URL scheme ' https'"),
+        ("file://elsewhere/a.mp3", "sources.a.url: file URL on another host"),
+        ([], "sources.a.url: expected a URL or a path, or a non-empty list"),
+        (None, "sources.a.url: expected a URL or a path, or a non-empty list"),
+        (["a.mp3", " "], "sources.a.url[1]: expected a URL or a path"),
+        ([""], "sources.a.url: bad value"),  # the str | list union names no item
+    ],
+)
+def test_source_urls_name_the_key(url, message: str) -> None:
+    raw = base()
+    raw["sources"] = {"a": {"url": url}}
+    with pytest.raises(ParamsError) as info:
+        parse_params(raw)
+    assert f"params.yaml: {message}" in str(info.value)
+
+
+def test_source_urls_accepted() -> None:
+    raw = base()
+    raw["sources"] = {"a": {"url": ["HTTPS://x.invalid/a", "file:///tmp/a.mp3",
+                                    "file://localhost/tmp/b.mp3", "c.mp3", "./d/"]}}
+    assert len(parse_params(raw).sources["a"].urls) == 5
+
+
+@pytest.mark.parametrize(
+    ("language", "message"),
+    [("english!", "sources.a.language: expected a language code"),
+     ("EN", "sources.a.language: expected a language code")],
+)
+def test_source_language_names_the_key(language: str, message: str) -> None:
+    raw = base()
+    raw["sources"] = {"a": {"url": "a.mp3", "language": language}}
+    with pytest.raises(ParamsError, match=message):
+        parse_params(raw)
+    raw["sources"] = {"a": {"language": "en"}}  # no url (nor corpus)
+    with pytest.raises(ParamsError, match=r"sources\.a: give either url"):
+        parse_params(raw)
+
+
 def test_source_shorthand_and_lists() -> None:
     raw = base()
     raw["sources"] = {"one": "a.mp4", "many": ["https://x.invalid/a", "b.mp4"]}

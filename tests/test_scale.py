@@ -273,7 +273,7 @@ def test_transformers_teacher_is_reseeded_per_batch(tmp_path: Path) -> None:
     # The transformers engine keeps the teacher interface: every field a filter reads, and
     # sampled fallbacks that draw the same numbers whatever was decoded before.
     from helpers.tiny_whisper import make_tiny_whisper
-    from tubetune.teacher import DecodeOptions, TransformersTranscriber
+    from tubetune.engines import DecodeOptions, TransformersTranscriber
 
     teacher = TransformersTranscriber(make_tiny_whisper(tmp_path, positions=48), "cpu")
     rng = np.random.default_rng(0)

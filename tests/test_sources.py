@@ -20,7 +20,8 @@ import pytest
 from helpers.http_server import MediaServer
 from tubetune import sources
 from tubetune.items import ItemReport, StageError
-from tubetune.sources import MANIFEST_COLUMNS, DownloadOptions, download_entry, download_source
+from tubetune.params import DownloadParams, parse_params
+from tubetune.sources import MANIFEST_COLUMNS, download_source
 
 VTT = "WEBVTT\n\n00:00.000 --> 00:01.000\nhello\n"
 
@@ -197,7 +198,7 @@ def test_html_page_with_several_media_is_a_playlist(
     server.add("/e3.m4a", media["m4a"], "audio/mp4")
     out = tmp_path / "raw"
 
-    download_source("show", page, out, options=DownloadOptions(max_videos=2))
+    download_source("show", page, out, options=DownloadParams(max_videos=2))
     assert _manifest(out)["item"].tolist() == ["html5-show-1", "html5-show-2"]
     info = json.loads((out / "html5-show-1.info.json").read_text(encoding="utf-8"))
     assert info["playlist_id"] == "show"
@@ -237,7 +238,7 @@ def test_podcast_feed_entries_are_resolved_and_filtered_early(
         server.add(f"/ep{i}.mp3", media["mp3"], "audio/mpeg")
     out = tmp_path / "raw"
 
-    download_source("pod", feed, out, options=DownloadOptions(max_duration_s=30))
+    download_source("pod", feed, out, options=DownloadParams(max_duration_s=30))
 
     rows = _manifest(out)
     assert rows["item"].tolist() == ["generic-ep-1"]
@@ -305,12 +306,15 @@ def test_missing_local_path_and_empty_folder_fail(media: dict[str, bytes], tmp_p
     (tmp_path / "ok.mp3").write_bytes(media["mp3"])
     out = tmp_path / "raw"
     missing = str(tmp_path / "nope.mp3")
+    remote = "file://elsewhere" + (tmp_path / "ok.mp3").as_posix()  # never the local file
 
-    download_source("paths", [missing, str(tmp_path / "empty"), str(tmp_path / "ok.mp3")], out)
+    download_source("paths", [missing, str(tmp_path / "empty"), remote,
+                              str(tmp_path / "ok.mp3")], out)
 
     failed = _reasons(out, "failed")
     assert failed[missing].startswith("no such file or folder")
     assert failed[str(tmp_path / "empty")].startswith("no media files in folder")
+    assert failed[remote].startswith("file URL on another host")
 
 
 def test_transient_errors_are_retried(
@@ -319,7 +323,7 @@ def test_transient_errors_are_retried(
     monkeypatch.setattr(sources, "_BACKOFF_S", 0.0)
     url = server.add("/busy.mp3", media["mp3"], "audio/mpeg", fail_first=2)
 
-    report = download_source("busy", url, tmp_path / "raw", options=DownloadOptions(retries=2))
+    report = download_source("busy", url, tmp_path / "raw", options=DownloadParams(retries=2))
 
     assert report.ok == ["generic-busy"]
     assert server.routes["/busy.mp3"].fail_first == 0
@@ -330,7 +334,7 @@ def test_strict_mode_raises(media: dict[str, bytes], server: MediaServer, tmp_pa
     out = tmp_path / "raw"
 
     with pytest.raises(StageError, match="strict") as err:
-        download_source("strict", urls, out, options=DownloadOptions(strict=True))
+        download_source("strict", urls, out, options=DownloadParams(strict=True))
 
     assert "\n" not in str(err.value)
     assert _manifest(out)["item"].tolist() == ["generic-ok"]  # good work is still kept
@@ -345,7 +349,7 @@ def test_a_dead_source_leaves_an_empty_reported_output(server: MediaServer, tmp_
 
     with pytest.raises(StageError) as err:  # strict: the stage fails, in one line
         download_source("none", [server.url("/gone.mp3")], tmp_path / "strict",
-                        options=DownloadOptions(strict=True))
+                        options=DownloadParams(strict=True))
     assert "HTTP Error 404" in str(err.value) and "\n" not in str(err.value)
 
 
@@ -360,7 +364,7 @@ def test_licence_filter_skips_unknown_licence(media: dict[str, bytes], tmp_path:
         "cc",
         str(tmp_path / "talk.mp3"),
         out,
-        options=DownloadOptions(licenses=("Creative Commons",)),
+        options=DownloadParams(licenses=["Creative Commons"]),
     )
 
     assert report.ok == [] and not report.failed
@@ -374,7 +378,7 @@ def test_duration_filter_uses_decoded_length(media: dict[str, bytes], tmp_path: 
     out = tmp_path / "raw"
 
     download_source(
-        "long", str(tmp_path / "short.mp3"), out, options=DownloadOptions(min_duration_s=10)
+        "long", str(tmp_path / "short.mp3"), out, options=DownloadParams(min_duration_s=10)
     )
 
     (reason,) = _reasons(out, "skipped").values()
@@ -456,43 +460,21 @@ def test_item_stem_is_safe_and_collision_free():
     assert len(sources.item_stem("generic", "x" * 500)) < 120
 
 
-@pytest.mark.parametrize(
-    ("call", "key"),
-    [
-        (lambda: DownloadOptions(date_after="2024-01-01"), "date_after"),
-        (lambda: DownloadOptions(date_before=20241399), "date_before"),
-        (lambda: DownloadOptions(max_videos=-1), "max_videos"),
-        (lambda: DownloadOptions(keep_video="yes"), "keep_video"),
-        (lambda: DownloadOptions(rate_limit="fast"), "rate_limit"),
-        (lambda: DownloadOptions(min_duration_s=5, max_duration_s=2), "max_duration_s"),
-        (lambda: DownloadOptions.from_dict({"max_video": 3}), "max_video"),
-        (lambda: download_source("x", "ftp://host/a.mp3", Path("unused")), "url"),
-        (lambda: download_source("x", [], Path("unused")), "url"),
-        (lambda: download_source("x", "a.mp3", Path("unused"), language="english!"), "language"),
-        (lambda: download_entry("x", {"urls": "a.mp3"}, Path("unused")), "urls"),
-        (lambda: download_entry("x", {"language": "en"}, Path("unused")), "url"),
-    ],
-)
-def test_bad_options_and_entries_name_the_key(call, key: str):
-    with pytest.raises(ValueError, match=f"'{key}'"):
-        call()
-
-
-def test_options_accept_yaml_spellings():
-    options = DownloadOptions.from_dict(
-        {"licenses": "Creative Commons", "date_after": 20240101, "max_duration_s": 600},
-        base=DownloadOptions(retries=2),
-    )
-    assert options.licenses == ("Creative Commons",)
-    assert options.date_after == "20240101"
-    assert options.max_duration_s == 600.0 and options.retries == 2
-
-
-def test_download_entry_runs_a_params_entry(media: dict[str, bytes], tmp_path: Path):
+def test_a_params_entry_downloads_with_its_merged_options(
+    media: dict[str, bytes], tmp_path: Path
+):
+    """The download stage's path: a validated entry, its language and merged options."""
     (tmp_path / "a.mp3").write_bytes(media["mp3"])
-    entry = {"url": [str(tmp_path / "a.mp3")], "language": "de", "options": {"max_videos": 1}}
+    params = parse_params({
+        "sources": {"entry": {"url": [str(tmp_path / "a.mp3"), f" {tmp_path / 'a.mp3'} "],
+                              "language": "de", "options": {"max_videos": 1}}},
+        "download": {"retries": 2},
+    })
+    options = params.download_of("entry")
+    assert (options.max_videos, options.retries) == (1, 2)
 
-    report = download_entry("entry", entry, tmp_path / "raw")
+    report = download_source("entry", params.sources["entry"].urls, tmp_path / "raw",
+                             params.language_of("entry"), options)
 
-    assert isinstance(report, ItemReport) and report.ok == ["generic-a"]
+    assert isinstance(report, ItemReport) and report.ok == ["generic-a"]  # listed once
     assert _manifest(tmp_path / "raw")["language"].tolist() == ["de"]

@@ -35,10 +35,10 @@ import pandas as pd
 import soundfile as sf
 from tqdm import tqdm
 
+from tubetune.constants import SAMPLE_RATE
 from tubetune.errors import TubetuneError
 from tubetune.fsutil import atomic_path, atomic_write_text
 from tubetune.items import ItemReport, StageError
-from tubetune.vad import SAMPLE_RATE as VAD_SAMPLE_RATE
 from tubetune.vad import level_dbfs, save_scores, score_file, scores_path
 
 log = logging.getLogger(__name__)
@@ -254,7 +254,7 @@ def _to_mono_at(channels: int, sample_rate: int) -> str:
     return ",".join(chain)
 
 
-def resample_to_wav(src: Path, dst: Path, sample_rate: int = 16000) -> AudioInfo:
+def resample_to_wav(src: Path, dst: Path, sample_rate: int = SAMPLE_RATE) -> AudioInfo:
     """Write the first audio track of ``src`` as mono 16-bit PCM WAV at ``sample_rate``.
 
     One ffmpeg pass: downmix (mean of channels), soxr resampling, s16 output, no metadata,
@@ -276,7 +276,8 @@ def resample_to_wav(src: Path, dst: Path, sample_rate: int = 16000) -> AudioInfo
 
 
 def load_audio(
-    path: Path, start_s: float = 0.0, duration_s: float | None = None, sample_rate: int = 16000
+    path: Path, start_s: float = 0.0, duration_s: float | None = None,
+    sample_rate: int = SAMPLE_RATE,
 ) -> np.ndarray:
     """Float32 mono samples in [-1, 1] at ``sample_rate``, only of the requested span.
 
@@ -391,7 +392,7 @@ def convert_source(raw_dir: Path, out_dir: Path, source: str) -> ItemReport:
 
 
 def resample_source(
-    converted_dir: Path, out_dir: Path, source: str, sample_rate: int = 16000,
+    converted_dir: Path, out_dir: Path, source: str, sample_rate: int = SAMPLE_RATE,
     score_speech: bool = True,
 ) -> ItemReport:
     """Resample stage for one source: ``<item>.wav`` (mono s16), ``<item>.vad.npy`` (Silero
@@ -419,7 +420,7 @@ def resample_source(
             except MediaError as exc:
                 report.fail(item, str(exc))
                 continue
-            if score_speech and sample_rate == VAD_SAMPLE_RATE:
+            if score_speech and sample_rate == SAMPLE_RATE:
                 scores = score_file(tmp_dir / name)
                 save_scores(scores_path(tmp_dir / name), scores)
                 level = round(level_dbfs(scores, sf.info(str(tmp_dir / name)).frames), 2)

@@ -58,11 +58,12 @@ from tubetune.audio import (
     read_table,
     rms_dbfs,
 )
+from tubetune.constants import SAMPLE_RATE
 from tubetune.fsutil import atomic_path, atomic_write_text, safe_stem
 from tubetune.items import MANIFEST_COLUMNS, ItemReport, StageError
 from tubetune.params import LANGUAGE_RE, CorpusParams
 from tubetune.subtitles import Cue
-from tubetune.vad import SAMPLE_RATE, level_dbfs, save_scores, score_file, scores_path
+from tubetune.vad import level_dbfs, save_scores, score_file, scores_path
 
 log = logging.getLogger(__name__)
 

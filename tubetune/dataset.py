@@ -25,12 +25,11 @@ import pandas as pd
 import torch
 
 from tubetune.audio import load_audio
+from tubetune.constants import MAX_TARGET_POSITIONS, SAMPLE_RATE, WINDOW_S
 from tubetune.text import uses_characters, whisper_language
 
-SAMPLE_RATE = 16_000
-MAX_TARGET_POSITIONS = 448  # Whisper's decoder length
 TIMESTAMP_STEP_MS = 20
-MAX_TIMESTAMP_MS = 30_000
+MAX_TIMESTAMP_MS = round(WINDOW_S * 1000)
 MANIFEST_COLUMNS = ["path", "text", "language", "timings"]
 
 

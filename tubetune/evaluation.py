@@ -23,18 +23,18 @@ import pandas as pd
 from tqdm import tqdm
 
 from tubetune.audio import load_audio
+from tubetune.constants import SAMPLE_RATE
+from tubetune.engines import FasterWhisperTranscriber, pick_beam_size
 from tubetune.errors import StageError
 from tubetune.fsutil import atomic_path, atomic_write_text
 from tubetune.metrics import error_rates, utterance_error_rate
 from tubetune.params import EvaluateParams
 from tubetune.split import LONGFORM_CSV, external_rows
-from tubetune.teacher import FasterWhisperTranscriber, pick_beam_size
 
 log = logging.getLogger(__name__)
 
 PREDICTION_COLUMNS = ["set", "path", "source", "item", "start_ms", "end_ms", "reference", "text"]
 LONGFORM_MODES = {"longform_vad": True, "longform_sequential": False}  # set -> VAD filter
-SAMPLE_RATE = 16_000
 
 
 def transcribe_manifest(
@@ -50,7 +50,7 @@ def transcribe_manifest(
         result = model.transcribe(audio, row.language or language, task, beam_size)
         busy += time.perf_counter() - started
         texts.append(result.text)
-    return texts, busy / ((samples / 16000) or 1.0)
+    return texts, busy / ((samples / SAMPLE_RATE) or 1.0)
 
 
 def _ct2_dir(model: Path, workdir: Path) -> Path:

@@ -14,9 +14,9 @@ from collections import Counter
 from functools import cache
 from pathlib import Path
 
+from tubetune.engines import Transcript
 from tubetune.languages import profile
 from tubetune.params import LabelParams
-from tubetune.teacher import Transcript
 from tubetune.text import base_language, fold_script, normalize_for_metric, uses_characters
 
 HALLUCINATION_DIR = Path(__file__).parent / "data" / "hallucinations"

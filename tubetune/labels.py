@@ -40,6 +40,7 @@ import pandas as pd
 from tqdm import tqdm
 
 from tubetune.corpus import item_languages
+from tubetune.engines import DecodeOptions, Transcript, pick_beam_size
 from tubetune.filters import Rejection, teacher_rejection, text_rejection
 from tubetune.fsutil import atomic_path, atomic_write_text
 from tubetune.items import ItemReport
@@ -56,7 +57,6 @@ from tubetune.subtitles import (
     load_covered,
     misplaced_fraction,
 )
-from tubetune.teacher import DecodeOptions, Transcript, pick_beam_size
 from tubetune.text import normalize_target
 
 log = logging.getLogger(__name__)

@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import codecs
 import dataclasses
+import datetime as dt
 import re
 import types
 import typing
+import urllib.parse
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,6 +21,7 @@ from typing import Any
 
 import yaml
 
+from tubetune.constants import FALLBACK_TEMPERATURES, MAX_TARGET_POSITIONS, WINDOW_S
 from tubetune.errors import TubetuneError
 
 DEFAULT_PARAMS_FILE = Path("params.yaml")
@@ -78,6 +81,27 @@ class SourceParams:
         return [self.url] if isinstance(self.url, str) else list(self.url)
 
 
+URL_SCHEMES = ("http", "https", "file")
+"""What a source URL may start with (yt-dlp reaches every site over http(s)); else a path."""
+
+
+def _check_urls(src: SourceParams, key: str, bad: Callable[[str, str], ParamsError]) -> None:
+    """A media source's ``url``: a URL or local path, or a non-empty list of them."""
+    if src.corpus is None and not src.urls:
+        raise bad(f"{key}.url", "expected a URL or a path, or a non-empty list of them")
+    for i, url in enumerate(src.urls):
+        if not url.strip():
+            raise bad(f"{key}.url[{i}]", "expected a URL or a path")
+        if "://" not in url:
+            continue  # a local file or folder (tubetune.sources reports a missing one)
+        scheme = url.split("://", 1)[0].lower()
+        if scheme not in URL_SCHEMES:
+            raise bad(f"{key}.url", f"unsupported URL scheme {scheme!r} in {url!r} (use "
+                      f"{', '.join(URL_SCHEMES)} or a local path)")
+        if scheme == "file" and urllib.parse.urlsplit(url.strip()).netloc not in ("", "localhost"):
+            raise bad(f"{key}.url", f"file URL on another host: {url!r}")
+
+
 @dataclass(frozen=True)
 class DownloadParams:
     """Global yt-dlp settings; a source's ``options`` override them."""
@@ -98,6 +122,42 @@ class DownloadParams:
     strict: bool = False
 
 
+def _check_download(d: DownloadParams, section: str,
+                    bad: Callable[[str, str], ParamsError]) -> None:
+    """Values of a download section: the global ``download`` or a source's merged ``options``."""
+    for name in ("max_videos", "retries"):
+        if getattr(d, name) < 0:
+            raise bad(f"{section}.{name}", "must be >= 0")
+    for name in ("min_duration_s", "max_duration_s"):
+        if not getattr(d, name) >= 0:
+            raise bad(f"{section}.{name}", "must be >= 0")
+    if not d.socket_timeout_s > 0:
+        raise bad(f"{section}.socket_timeout_s", "must be > 0")
+    if d.max_duration_s and d.max_duration_s < d.min_duration_s:
+        raise bad(f"{section}.max_duration_s", f"{d.max_duration_s:g} is below min_duration_s="
+                  f"{d.min_duration_s:g} (0 = no limit)")
+    for name in ("date_after", "date_before"):
+        date = getattr(d, name)
+        if date is not None and not _is_date(date):
+            raise bad(f"{section}.{name}", f"expected a date YYYYMMDD, got {date!r}")
+    if d.date_after and d.date_before and d.date_after > d.date_before:
+        raise bad(f"{section}.date_after", f"{d.date_after} is after date_before={d.date_before}")
+    if d.rate_limit is not None:
+        from yt_dlp.utils import parse_bytes  # the parser tubetune.sources hands yt-dlp
+
+        if parse_bytes(d.rate_limit) is None:
+            raise bad(f"{section}.rate_limit", 'expected a rate such as "2M" or "500K" (bytes '
+                      f"per second), got {d.rate_limit!r}")
+
+
+def _is_date(text: str) -> bool:
+    """Whether ``text`` is a real calendar date written YYYYMMDD (yt-dlp's upload_date)."""
+    try:
+        return bool(re.fullmatch(r"\d{8}", text)) and bool(dt.datetime.strptime(text, "%Y%m%d"))
+    except ValueError:
+        return False
+
+
 @dataclass(frozen=True)
 class SegmentParams:
     """How resampled audio is cut into training chunks."""
@@ -106,9 +166,42 @@ class SegmentParams:
     length_s: float = 10.0
     overlap_s: float = 2.0
     min_s: float = 1.0
-    max_s: float = 30.0
+    max_s: float = WINDOW_S
     pad_ms: int = 200
     cue_snap_ms: int = 300
+
+
+def _check_segment(seg: SegmentParams, at_speech: bool,
+                   bad: Callable[[str, str], ParamsError]) -> None:
+    """Values of ``segment``, compared in whole milliseconds as chunks are cut. ``at_speech``:
+    chunks are cut at speech (``vad``) or along subtitle cues (any method unless
+    ``labels.source`` is pseudo), which pad up to ``pad_ms`` on both sides within ``max_s``."""
+
+    def ms(seconds: float) -> int:
+        return round(seconds * 1000)
+
+    if seg.method not in ("fixed", "vad"):
+        raise bad("segment.method", f"expected 'fixed' or 'vad', got {seg.method!r}")
+    if not 0 < seg.length_s <= WINDOW_S or ms(seg.length_s) <= 0:
+        raise bad("segment.length_s", f"must be in (0, {WINDOW_S:g}] (Whisper's window is "
+                  f"{WINDOW_S:g} s), at least 1 ms")
+    if not 0 <= seg.overlap_s < seg.length_s or ms(seg.overlap_s) >= ms(seg.length_s):
+        raise bad("segment.overlap_s", "must be >= 0 and smaller than segment.length_s (by at "
+                  "least 1 ms)")
+    if not 0 < seg.max_s <= WINDOW_S or ms(seg.max_s) <= 0:
+        raise bad("segment.max_s", f"must be in (0, {WINDOW_S:g}], at least 1 ms")
+    if not 0 <= seg.min_s <= min(seg.length_s, seg.max_s):
+        raise bad("segment.min_s", "must be >= 0 and <= length_s and max_s")
+    if at_speech and ms(seg.min_s) >= ms(seg.max_s):
+        raise bad("segment.min_s", "must be smaller than max_s (by at least 1 ms) when chunks "
+                  "are cut at speech or cues (method vad, or labels.source not pseudo)")
+    if seg.pad_ms < 0:
+        raise bad("segment.pad_ms", "must be >= 0")
+    if at_speech and 2 * seg.pad_ms >= ms(seg.max_s) - ms(seg.min_s):
+        raise bad("segment.pad_ms", "2 * pad_ms must be < (max_s - min_s) * 1000 when chunks are "
+                  "cut at speech or cues (method vad, or labels.source not pseudo)")
+    if seg.cue_snap_ms < 0:
+        raise bad("segment.cue_snap_ms", "must be >= 0")
 
 
 @dataclass(frozen=True)
@@ -135,7 +228,7 @@ class LabelParams:
     beam_size: int | str = "auto"
     batch_size: int = 1
     cpu_threads: int = 0
-    temperatures: list[float] = field(default_factory=lambda: [0.0, 0.2, 0.4, 0.6, 0.8, 1.0])
+    temperatures: list[float] = field(default_factory=lambda: list(FALLBACK_TEMPERATURES))
     min_language_probability: float = 0.5
     max_no_speech_prob: float = 0.6
     min_avg_logprob: float = -1.0
@@ -145,7 +238,7 @@ class LabelParams:
     max_char_run: int = 8
     min_chars_per_s: float | str = "auto"  # auto: the language's bounds (tubetune/languages.py)
     max_chars_per_s: float | str = "auto"
-    max_label_tokens: int = 448
+    max_label_tokens: int = MAX_TARGET_POSITIONS
     hallucination_phrases: bool = True
     normalize: NormalizeParams = field(default_factory=NormalizeParams)
 
@@ -158,7 +251,7 @@ class SplitParams:
     validation_fraction: float = 0.2
     test_fraction: float = 0.2
     min_duration_s: float = 0.5
-    max_duration_s: float = 30.0
+    max_duration_s: float = WINDOW_S  # longer utterances do not fit Whisper's window
     gold_pad_ms: int = 200  # validation/test utterances: margin around each cue's times
     external_test: str | None = None
     test_sources: list[str] = field(default_factory=list)  # every utterance is test (gold text)
@@ -299,6 +392,11 @@ class Params:
     def final_round(self) -> str:
         """The last round: its model is the one exported."""
         return list(self.rounds)[-1]
+
+    def download_of(self, name: str) -> DownloadParams:
+        """A source's download settings: the global ``download`` with its ``options`` over it."""
+        merged = {**dataclasses.asdict(self.download), **self.source(name).options}
+        return parse_section(DownloadParams, merged, f"sources.{name}.options")
 
     def language_of(self, name: str) -> str:
         """A source's language, falling back to the global ``language``."""
@@ -461,21 +559,7 @@ def _check_values(p: Params, origin: str) -> None:
             raise bad(key, f"expected a language code like 'en' or 'zh-TW', got {lang!r}")
     if p.task not in ("transcribe", "translate"):
         raise bad("task", "expected 'transcribe' or 'translate'")
-    seg = p.segment
-    if seg.method not in ("fixed", "vad"):
-        raise bad("segment.method", f"expected 'fixed' or 'vad', got {seg.method!r}")
-    if not 0 < seg.length_s <= 30:
-        raise bad("segment.length_s", "must be in (0, 30] (Whisper's window is 30 s)")
-    if not 0 <= seg.overlap_s < seg.length_s:
-        raise bad("segment.overlap_s", "must be >= 0 and smaller than segment.length_s")
-    if not 0 < seg.max_s <= 30:
-        raise bad("segment.max_s", "must be in (0, 30]")
-    if not 0 <= seg.min_s <= min(seg.length_s, seg.max_s):
-        raise bad("segment.min_s", "must be >= 0 and <= length_s and max_s")
-    if seg.pad_ms < 0:
-        raise bad("segment.pad_ms", "must be >= 0")
-    if seg.cue_snap_ms < 0:
-        raise bad("segment.cue_snap_ms", "must be >= 0")
+    _check_segment(p.segment, p.segment.method == "vad" or p.labels.source != "pseudo", bad)
     sp = p.split
     for key, frac in [("validation_fraction", sp.validation_fraction),
                       ("test_fraction", sp.test_fraction)]:
@@ -518,8 +602,9 @@ def _check_values(p: Params, origin: str) -> None:
     rates = (lb.min_chars_per_s, lb.max_chars_per_s)
     if not any(isinstance(r, str) for r in rates) and not rates[0] < rates[1]:
         raise bad("labels.min_chars_per_s", "must be below labels.max_chars_per_s")
-    if not 0 < lb.max_label_tokens <= 448:
-        raise bad("labels.max_label_tokens", "must be in (0, 448] (Whisper's decoder limit)")
+    if not 0 < lb.max_label_tokens <= MAX_TARGET_POSITIONS:
+        raise bad("labels.max_label_tokens",
+                  f"must be in (0, {MAX_TARGET_POSITIONS}] (Whisper's decoder limit)")
     norm = lb.normalize
     if norm.zh_convert not in (None, "s2t", "s2tw", "s2twp", "s2hk", "t2s", "tw2s", "tw2sp"):
         raise bad("labels.normalize.zh_convert",
@@ -570,15 +655,12 @@ def _check_values(p: Params, origin: str) -> None:
         if rnd.train:
             _check_train(p.round_train(name), f"rounds.{name}.train", bad)
         earlier.append(name)
+    _check_download(p.download, "download", bad)
     for name, src in p.sources.items():
         if src.corpus is not None:
             _check_corpus(src.corpus, f"sources.{name}.corpus", bad)
-        for i, url in enumerate(src.urls):
-            if not isinstance(url, str) or not url.strip():
-                raise bad(f"sources.{name}.url[{i}]", "expected a URL or a path")
-            scheme = url.split("://", 1)[0].lower() if "://" in url else ""
-            if scheme and scheme not in ("http", "https", "file", "ftp", "ytsearch"):
-                raise bad(f"sources.{name}.url", f"unsupported URL scheme {scheme!r}")
+        _check_urls(src, f"sources.{name}", bad)
+        _check_download(p.download_of(name), f"sources.{name}.options", bad)
 
 
 def _check_corpus(corpus: CorpusParams, section: str,
@@ -607,8 +689,9 @@ def _check_train(tr: TrainParams, section: str, bad: Callable[[str, str], Params
     for name in positive:
         if getattr(tr, name) <= 0:
             raise bad(f"{section}.{name}", "must be > 0")
-    if tr.generation_max_length > 448:
-        raise bad(f"{section}.generation_max_length", "must be <= 448 (Whisper's decoder limit)")
+    if tr.generation_max_length > MAX_TARGET_POSITIONS:
+        raise bad(f"{section}.generation_max_length",
+                  f"must be <= {MAX_TARGET_POSITIONS} (Whisper's decoder limit)")
     for name in ("warmup_steps", "eval_steps", "save_steps", "dataloader_num_workers",
                  "early_stopping_patience"):
         if getattr(tr, name) < 0:

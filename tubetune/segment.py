@@ -51,10 +51,10 @@ import soundfile as sf
 from tqdm import tqdm
 
 from tubetune.audio import AUDIO_CSV, REPORT_JSON, MediaError, read_table
+from tubetune.constants import SAMPLE_RATE
 from tubetune.fsutil import atomic_path, atomic_write_text
 from tubetune.items import ItemReport
 from tubetune.subtitles import CoveredCue, Cue, dump_covered
-from tubetune.vad import SAMPLE_RATE as VAD_SAMPLE_RATE
 from tubetune.vad import WINDOW_MS as _WINDOW_MS
 from tubetune.vad import load_scores
 
@@ -67,7 +67,6 @@ with warnings.catch_warnings():
 
 log = logging.getLogger(__name__)
 
-METHODS = ("fixed", "vad")
 SEGMENTS_CSV = "segments.csv"
 SEGMENT_COLUMNS = ["source", "item", "start_ms", "end_ms", "duration_s", "path", "cues"]
 """``cues``: the subtitle cues a chunk covers (tubetune.subtitles.dump_covered), or empty."""
@@ -75,7 +74,6 @@ REJECTS_CSV = "rejects.csv"
 REJECT_COLUMNS = ["source", "item", "start_ms", "end_ms", "duration_s", "cues", "reason",
                   "detail"]
 """Subtitle time that got no chunk: the label stage reports it with the other rejects."""
-WHISPER_WINDOW_S = 30.0
 
 _MIN_SPEECH_RATIO = 0.5
 """A chunk must be at least this much speech: never a chunk that is mostly silence."""
@@ -100,37 +98,13 @@ def _ms(seconds: float) -> int:
     return round(seconds * 1000)
 
 
-def _check_fixed(length_s: float, overlap_s: float, min_s: float) -> None:
-    """Raise ValueError naming the first bad fixed-window parameter."""
-    if not 0 < _ms(length_s) <= _ms(WHISPER_WINDOW_S):
-        raise ValueError(f"length_s must be > 0 and <= {WHISPER_WINDOW_S:g}, got {length_s}")
-    if not 0 <= _ms(overlap_s) < _ms(length_s):
-        raise ValueError(f"overlap_s must be >= 0 and < length_s ({length_s}), got {overlap_s}")
-    if not 0 <= _ms(min_s) <= _ms(length_s):
-        raise ValueError(f"min_s must be >= 0 and <= length_s ({length_s}), got {min_s}")
-
-
-def _check_vad(min_s: float, max_s: float, pad_ms: int, threshold: float) -> None:
-    """Raise ValueError naming the first bad VAD parameter."""
-    if not 0 < _ms(max_s) <= _ms(WHISPER_WINDOW_S):
-        raise ValueError(f"max_s must be > 0 and <= {WHISPER_WINDOW_S:g}, got {max_s}")
-    if not 0 <= _ms(min_s) < _ms(max_s):
-        raise ValueError(f"min_s must be >= 0 and < max_s ({max_s}), got {min_s}")
-    if pad_ms < 0 or 2 * pad_ms >= _ms(max_s) - _ms(min_s):
-        raise ValueError(
-            f"pad_ms must be >= 0 and 2 * pad_ms < (max_s - min_s) * 1000, got {pad_ms}"
-        )
-    if not 0 < threshold < 1:
-        raise ValueError(f"threshold must be between 0 and 1, got {threshold}")
-
-
 def fixed_spans(duration_ms: int, length_s: float, overlap_s: float, min_s: float) -> list[Span]:
     """Windows of ``length_s`` starting every ``length_s - overlap_s``, up to the end.
 
     The last window ends at the end of the audio (so it may be short) and is kept when it
-    lasts at least ``min_s``; no window starts after one has reached the end.
+    lasts at least ``min_s``; no window starts after one has reached the end. The values
+    are ``segment``'s as tubetune.params checks them (``overlap_s`` < ``length_s``).
     """
-    _check_fixed(length_s, overlap_s, min_s)
     length_ms, min_ms = _ms(length_s), _ms(min_s)
     step_ms = length_ms - _ms(overlap_s)
     spans: list[Span] = []
@@ -293,8 +267,8 @@ def _plan_spans(
 def _duration_ms(wav_path: Path, vad: bool = False) -> int:
     """Length of a WAV in ms; with ``vad``, MediaError unless it is the VAD's 16 kHz mono."""
     info = sf.info(str(wav_path))
-    if vad and (info.samplerate != VAD_SAMPLE_RATE or info.channels != 1):
-        raise MediaError(f"VAD needs {VAD_SAMPLE_RATE} Hz mono audio, got {info.samplerate} Hz "
+    if vad and (info.samplerate != SAMPLE_RATE or info.channels != 1):
+        raise MediaError(f"VAD needs {SAMPLE_RATE} Hz mono audio, got {info.samplerate} Hz "
                          f"with {info.channels} channels")
     return info.frames * 1000 // info.samplerate
 
@@ -317,7 +291,6 @@ def vad_spans(
     chunk is padded by up to ``pad_ms`` into the silence around it (half a pause at most, so
     chunks never overlap), and chunks shorter than ``min_s`` or mostly silence are dropped.
     """
-    _check_vad(min_s, max_s, pad_ms, threshold)
     duration_ms = _duration_ms(wav_path, vad=True)
     scores = load_scores(Path(wav_path))  # stored by the resample stage when it ran
     return _plan_spans(
@@ -726,17 +699,10 @@ def segment_source(
     the CSV is ``path_prefix / name`` (default ``out_dir`` as given), meant to be relative
     to the repository root. ``out_dir`` is replaced as a whole on
     success; items without any chunk are reported as skipped, unreadable ones as failed.
+    The parameters are ``segment``'s, as tubetune.params validated them (SegmentParams).
     """
-    if method not in METHODS:
-        raise ValueError(f"method must be one of {', '.join(METHODS)}, got {method!r}")
     cues = cues or {}
     utterances = utterances or {}
-    if method == "fixed":
-        _check_fixed(length_s, overlap_s, min_s)
-    if method == "vad" or cues:
-        _check_vad(min_s, max_s, pad_ms, threshold=0.5)
-    if cue_snap_ms < 0:
-        raise ValueError(f"cue_snap_ms must be >= 0, got {cue_snap_ms}")
     resampled_dir, out_dir = Path(resampled_dir), Path(out_dir)
     prefix = Path(out_dir if path_prefix is None else path_prefix)
     table = read_table(resampled_dir / AUDIO_CSV, ["item", "path"])

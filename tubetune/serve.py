@@ -45,6 +45,7 @@ from starlette.requests import ClientDisconnect
 from starlette.types import Message, Receive
 
 from tubetune.audio import MediaError, load_audio, probe, resample_to_wav
+from tubetune.constants import FALLBACK_TEMPERATURES, SAMPLE_RATE
 from tubetune.transcribe import Segment, load_whisper, render
 
 if TYPE_CHECKING:
@@ -53,10 +54,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("tubetune.serve")  # also when run as __main__
 
 FORMATS = ("json", "text", "srt", "vtt", "verbose_json")
-SAMPLE_RATE = 16000
 TRANSCRIPTIONS = "/v1/audio/transcriptions"
-# Whisper's fallback schedule: what OpenAI does for temperature 0.
-_FALLBACK_TEMPERATURES = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0)
 # A declared duration this much longer than what decodes means a cut-off upload.
 _TRUNCATION_TOLERANCE_S = 1.0
 _TRUNCATION_TOLERANCE_FRACTION = 0.1
@@ -235,7 +233,7 @@ class Service:
         return await asyncio.shield(future)
 
     def _transcribe(self, audio: np.ndarray, options: Options) -> Transcription:
-        temperature = _FALLBACK_TEMPERATURES if options.temperature == 0 else options.temperature
+        temperature = FALLBACK_TEMPERATURES if options.temperature == 0 else options.temperature
         segments, info = self.whisper.transcribe(
             audio, language=options.language, beam_size=self.beam_size, temperature=temperature,
             initial_prompt=options.prompt, vad_filter=True, condition_on_previous_text=False,

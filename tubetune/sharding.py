@@ -18,7 +18,7 @@ Whatever the runner and worker count, the result is the same, byte for byte:
    work, so every chunk is decoded in the same batch as in one process (batch composition
    can change floating-point results).
 2. The first pass uses no random numbers: temperature 0 is a beam search; the transformers
-   engine reseeds torch per batch (:mod:`tubetune.teacher`).
+   engine reseeds torch per batch (:mod:`tubetune.engines`).
 3. The sampled temperature fallback (rare: chunks whose first decode looks like a
    hallucination) draws from CTranslate2's generator, which lives in the model's thread and
    cannot be reseeded. Those retries are therefore replayed afterwards, in chunk order, by
@@ -45,7 +45,7 @@ from pathlib import Path
 from typing import Any
 
 from tubetune.audio import load_audio
-from tubetune.teacher import (
+from tubetune.engines import (
     DecodeOptions,
     FirstPass,
     Teacher,

@@ -24,8 +24,6 @@ would sweep up unrelated trees and make file-name ids collide; list sub-folders 
 
 from __future__ import annotations
 
-import dataclasses
-import datetime as dt
 import hashlib
 import json
 import logging
@@ -60,8 +58,6 @@ MEDIA_EXTENSIONS = frozenset(
      ".mkv", ".mov", ".mp3", ".mp4", ".mpeg", ".mpg", ".oga", ".ogg", ".ogv", ".opus", ".ts",
      ".wav", ".weba", ".webm", ".wma", ".wmv"}
 )  # fmt: skip
-URL_SCHEMES = ("http", "https", "file")
-SOURCE_KEYS = frozenset({"url", "language", "options"})
 
 _LANGUAGE_RE = re.compile(r"[A-Za-z]{2,3}(?:[-_][A-Za-z0-9]{1,8})*")
 _STEM_KEY = "tubetune_stem"  # extra info-dict field naming the output file (see outtmpl)
@@ -73,144 +69,6 @@ _MAX_BACKOFF_S = 60.0
 # url_transparent results keep these from the inner result (mirrors yt-dlp's own merge)
 _TRANSPARENT_KEEP = frozenset({"_type", "url", "ie_key", "id", "extractor", "extractor_key"})
 _PLAYLIST_EXTRAS = ("playlist_id", "playlist_title")
-
-
-# --------------------------------------------------------------------------------- options
-
-
-@dataclass(frozen=True)
-class DownloadOptions(DownloadParams):
-    """How to download a source: the ``download`` params (global, overridden per source),
-    checked in depth (dates, rates, ranges) and normalised (``licenses`` a tuple)."""
-
-    def __post_init__(self) -> None:
-        """Check types and ranges; normalise YAML-friendly spellings (lists, int dates)."""
-        for key in ("keep_video", "subtitles", "auto_subtitles", "strict"):
-            _require(key, getattr(self, key), isinstance(getattr(self, key), bool), "true/false")
-        licenses = self.licenses
-        if isinstance(licenses, str):
-            licenses = (licenses,)
-        _require(
-            "licenses",
-            self.licenses,
-            isinstance(licenses, (list, tuple)) and all(isinstance(s, str) and s for s in licenses),
-            "a list of non-empty strings",
-        )
-        object.__setattr__(self, "licenses", tuple(licenses))
-        for key in ("max_videos", "retries"):
-            value = getattr(self, key)
-            _require(key, value, _is_int(value) and value >= 0, "an integer >= 0")
-        for key in ("min_duration_s", "max_duration_s", "socket_timeout_s"):
-            value = getattr(self, key)
-            _require(key, value, _is_number(value) and value >= 0, "a number >= 0")
-            object.__setattr__(self, key, float(value))
-        _require("socket_timeout_s", self.socket_timeout_s, self.socket_timeout_s > 0, "> 0")
-        if self.max_duration_s and self.max_duration_s < self.min_duration_s:
-            raise ValueError(
-                f"download option 'max_duration_s': {self.max_duration_s} is below "
-                f"min_duration_s={self.min_duration_s}"
-            )
-        for key in ("date_after", "date_before"):
-            object.__setattr__(self, key, _check_date(key, getattr(self, key)))
-        if self.date_after and self.date_before and self.date_after > self.date_before:
-            raise ValueError(
-                f"download option 'date_after': {self.date_after} is after "
-                f"date_before={self.date_before}"
-            )
-        if self.rate_limit is not None:
-            rate = str(self.rate_limit) if _is_int(self.rate_limit) else self.rate_limit
-            _require(
-                "rate_limit",
-                self.rate_limit,
-                isinstance(rate, str) and parse_bytes(rate) is not None,
-                'a rate such as "2M" or "500K" (bytes per second)',
-            )
-            object.__setattr__(self, "rate_limit", rate)
-        _require(
-            "cookies",
-            self.cookies,
-            self.cookies is None or (isinstance(self.cookies, str) and self.cookies),
-            "a cookies.txt path",
-        )
-
-    @classmethod
-    def from_dict(
-        cls, data: Mapping[str, Any] | None, base: DownloadOptions | None = None
-    ) -> DownloadOptions:
-        """Options from a ``params.yaml`` mapping, overriding ``base`` (the global options).
-
-        Unknown keys and bad values raise ``ValueError`` naming the key.
-        """
-        base = base or cls()
-        if data is None:
-            return base
-        if not isinstance(data, Mapping):
-            raise ValueError(f"download options: expected a mapping, got {data!r}")
-        known = {f.name for f in dataclasses.fields(cls)}
-        for key in data:
-            if key not in known:
-                raise ValueError(
-                    f"download option {key!r} is unknown; known: {', '.join(sorted(known))}"
-                )
-        return dataclasses.replace(base, **data)
-
-
-def _is_int(value: object) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _is_number(value: object) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
-
-
-def _require(key: str, value: object, ok: object, expected: str) -> None:
-    """Raise ``ValueError`` naming ``key`` unless ``ok``."""
-    if not ok:
-        raise ValueError(f"download option {key!r}: expected {expected}, got {value!r}")
-
-
-def _check_date(key: str, value: object) -> str | None:
-    """A YYYYMMDD date (YAML may give it as an int) as a string, or None."""
-    if value is None:
-        return None
-    text = str(value) if _is_int(value) else value
-    try:
-        if not isinstance(text, str) or not re.fullmatch(r"\d{8}", text):
-            raise ValueError
-        dt.datetime.strptime(text, "%Y%m%d")
-    except ValueError:
-        raise ValueError(
-            f"download option {key!r}: expected a date YYYYMMDD, got {value!r}"
-        ) from None
-    return text
-
-
-def _check_language(language: object) -> str | None:
-    if language is None:
-        return None
-    if not isinstance(language, str) or not _LANGUAGE_RE.fullmatch(language):
-        raise ValueError(f"source 'language': expected a code such as 'en', got {language!r}")
-    return language
-
-
-def _check_urls(urls: object) -> list[str]:
-    """The source's URL list, each entry checked; duplicates dropped, order kept."""
-    entries = [urls] if isinstance(urls, str) else urls
-    if not isinstance(entries, list) or not entries:
-        raise ValueError(f"source 'url': expected a URL/path or a non-empty list, got {urls!r}")
-    for entry in entries:
-        if not isinstance(entry, str) or not entry.strip():
-            raise ValueError(f"source 'url': expected a non-empty string, got {entry!r}")
-        if "://" in entry:
-            parts = urllib.parse.urlsplit(entry.strip())
-            if parts.scheme.lower() not in URL_SCHEMES:
-                raise ValueError(
-                    f"source 'url': unsupported scheme {parts.scheme!r} in {entry!r} "
-                    f"(use {', '.join(URL_SCHEMES)} or a local path)"
-                )
-            if parts.scheme.lower() == "file" and parts.netloc not in ("", "localhost"):
-                raise ValueError(f"source 'url': file URL on another host: {entry!r}")
-    return list(dict.fromkeys(entry.strip() for entry in entries))
 
 
 # ------------------------------------------------------------------------------ naming
@@ -229,38 +87,24 @@ def item_stem(extractor: str, video_id: str) -> str:
 # ----------------------------------------------------------------------------- entries
 
 
-def download_entry(
-    name: str, entry: Mapping[str, Any], out_dir: Path, defaults: DownloadOptions | None = None
-) -> ItemReport:
-    """Check one ``params.yaml`` source entry (``url``, ``language``, ``options``) and run it."""
-    if not isinstance(entry, Mapping):
-        raise ValueError(f"source {name!r}: expected a mapping with 'url', got {entry!r}")
-    for key in entry:
-        if key not in SOURCE_KEYS:
-            raise ValueError(
-                f"source {name!r}: unknown key {key!r}; known: {', '.join(sorted(SOURCE_KEYS))}"
-            )
-    if "url" not in entry:
-        raise ValueError(f"source {name!r}: missing key 'url'")
-    options = DownloadOptions.from_dict(entry.get("options"), base=defaults)
-    return download_source(name, entry["url"], out_dir, entry.get("language"), options)
-
-
 def download_source(
     name: str,
     urls: str | list[str],
     out_dir: Path,
     language: str | None = None,
-    options: DownloadOptions = DownloadOptions(),  # frozen, so a safe default
+    options: DownloadParams | None = None,
 ) -> ItemReport:
     """Download every item of one source into ``out_dir``; return the per-item report.
 
-    Writes media, subtitles, ``<stem>.info.json``, ``manifest.csv`` and ``report.json``.
-    Raises ``ValueError`` for a bad entry and, in strict mode, ``StageError`` when an item
-    failed; without strict a source where nothing succeeded ends empty and reported.
+    ``urls``, ``language`` and ``options`` are taken as tubetune.params validated them (a
+    source's ``url``, ``language_of`` and ``download_of``); entries are stripped and listed
+    once. Writes media, subtitles, ``<stem>.info.json``, ``manifest.csv`` and
+    ``report.json``. Raises ``ValueError`` when the cookies file is missing and, in strict
+    mode, ``StageError`` when an item failed; without strict a source where nothing
+    succeeded ends empty and reported. Without ``options``, the ``download`` defaults.
     """
-    url_list = _check_urls(urls)
-    language = _check_language(language)
+    options = DownloadParams() if options is None else options
+    url_list = list(dict.fromkeys(u.strip() for u in ([urls] if isinstance(urls, str) else urls)))
     if options.cookies and not Path(options.cookies).is_file():
         raise ValueError(f"download option 'cookies': no such file {options.cookies!r}")
     out_dir = Path(out_dir)
@@ -288,6 +132,8 @@ def _local_urls(entry: str) -> list[str] | str:
     """``file://`` URLs for a local path, file URL or folder; a reason string when it fails."""
     if "://" in entry and urllib.parse.urlsplit(entry).scheme.lower() != "file":
         return [entry]
+    if "://" in entry and urllib.parse.urlsplit(entry).netloc not in ("", "localhost"):
+        return f"file URL on another host: {entry!r}"  # its path would name a local file
     path = _file_url_path(entry) if "://" in entry else Path(entry).expanduser()
     if path.is_dir():
         files = sorted(
@@ -335,7 +181,7 @@ class _SourceRun:
 
     out_dir: Path
     language: str | None
-    options: DownloadOptions
+    options: DownloadParams
     report: ItemReport
     old: dict[str, dict[str, Any]]
     rows: dict[str, dict[str, Any]] = field(default_factory=dict)
@@ -597,7 +443,7 @@ class _StopUrl(Exception):
     """Enough videos for this URL."""
 
 
-def _ydl_params(out_dir: Path, language: str | None, options: DownloadOptions) -> dict[str, Any]:
+def _ydl_params(out_dir: Path, language: str | None, options: DownloadParams) -> dict[str, Any]:
     """yt-dlp parameters: quiet, resumable, audio-only unless asked, no re-encoding."""
     sleep = {"http": _backoff, "fragment": _backoff, "extractor": _backoff}
     want_subs = options.subtitles or options.auto_subtitles
@@ -729,7 +575,7 @@ def _plain_url(url: str | None) -> str | None:
     return unsmuggle_url(url)[0] if url else url
 
 
-def _skip_unless_wanted(info: Mapping[str, Any], options: DownloadOptions, final: bool) -> None:
+def _skip_unless_wanted(info: Mapping[str, Any], options: DownloadParams, final: bool) -> None:
     """Raise ``_SkipItem`` when the duration/date/licence filters reject the video.
 
     Unknown values pass while ``final`` is false (a playlist entry before extraction); at the

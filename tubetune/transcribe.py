@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from tubetune.audio import resample_to_wav
-from tubetune.teacher import pick_compute_type, pick_device
+from tubetune.engines import pick_compute_type, pick_device
 from tubetune.text import whisper_language
 
 if TYPE_CHECKING:

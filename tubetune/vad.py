@@ -23,7 +23,8 @@ import numpy as np
 import onnxruntime
 import soundfile as sf
 
-SAMPLE_RATE = 16000
+from tubetune.constants import SAMPLE_RATE  # Silero scores Whisper's input as is
+
 WINDOW = 512
 """Samples per Silero decision (32 ms at 16 kHz)."""
 WINDOW_MS = WINDOW * 1000 // SAMPLE_RATE

@@ -1,6 +1,9 @@
-"""The teacher: Whisper transcription of training chunks, with the scores label filters need.
+"""Whisper inference engines: transcription of ≤ 30 s clips, with the scores label filters need.
 
-Two engines behind one interface (:class:`Teacher`):
+They are the pseudo-labelling teacher (:mod:`tubetune.labels`, :mod:`tubetune.sharding`) and
+the evaluator (:mod:`tubetune.evaluation`); the long-form CLI and the server
+(:mod:`tubetune.transcribe`, :mod:`tubetune.serve`) share their device and compute-type
+choice. Two engines behind one interface (:class:`Teacher`):
 
 * ``faster-whisper`` (CTranslate2, default): int8 on CPU, float16 on GPU. With
   ``batch_size`` > 1 the chunks are encoded and decoded as one batch through CTranslate2
@@ -38,12 +41,12 @@ from typing import Protocol
 
 import numpy as np
 
+from tubetune.constants import FALLBACK_TEMPERATURES, SAMPLE_RATE
 from tubetune.text import whisper_language
 
 log = logging.getLogger(__name__)
 
 ENGINES = ("faster-whisper", "transformers")
-SAMPLE_RATE = 16000
 # Whisper's own fallback triggers (openai/whisper transcribe defaults).
 FALLBACK_COMPRESSION_RATIO = 2.4
 FALLBACK_AVG_LOGPROB = -1.0
@@ -72,7 +75,7 @@ class DecodeOptions:
     language: str | None = None
     task: str = "transcribe"
     beam_size: int = 5
-    temperatures: tuple[float, ...] = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0)
+    temperatures: tuple[float, ...] = FALLBACK_TEMPERATURES
 
 
 PENDING = Transcript("", "", 0.0, 0.0, 1.0, 0.0, 0)
@@ -206,7 +209,7 @@ class FasterWhisperTranscriber:
         language: str | None,
         task: str = "transcribe",
         beam_size: int = 5,
-        temperatures: Sequence[float] = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0),
+        temperatures: Sequence[float] = FALLBACK_TEMPERATURES,
     ) -> Transcript:
         """Transcribe a float32 16 kHz mono clip (≤ 30 s) without previous-text conditioning."""
         segments, info = self.model.transcribe(
