@@ -95,8 +95,10 @@ def test_interpolated_weights_lie_between_start_and_tuned(models: dict[str, Path
     assert len(candidates(models["tuned"], ExportParams(checkpoints=False))) == 4  # start + 3 a
 
 
-def test_guard_round_writes_the_choice_and_the_curve(models: dict[str, Path]) -> None:
-    root = models["root"] / "round"
+@pytest.mark.parametrize("base_validation", ["perfect", "junk"])
+def test_guard_round_writes_the_choice_and_the_curve(models: dict[str, Path],
+                                                     base_validation: str) -> None:
+    root = models["root"] / base_validation
     rng = np.random.default_rng(0)
     rows = []
     for i in range(2):
@@ -106,10 +108,13 @@ def test_guard_round_writes_the_choice_and_the_curve(models: dict[str, Path]) ->
         rows.append({"path": str(path), "text": "hello there", "language": "en",
                      "duration_s": 1.0})
     sets = {"validation": pd.DataFrame(rows), "heldout_select": pd.DataFrame(rows)}
-    # The base (= start) model's transcripts, as evaluate-baseline saves them: perfect on
-    # both sets, so no random candidate can stay within the budget.
-    save_predictions(sets, Predictions({n: ["hello there"] * 2 for n in sets},
-                                       dict.fromkeys(sets, 0.1)), root / "baseline")
+    # The base (= start) model's transcripts, as evaluate-baseline saves them: perfect held
+    # out, so no random candidate can stay within the budget; on validation either perfect
+    # (the start ranks first) or worse than any decode (the candidate ranks first, fails).
+    junk = " ".join(["junk"] * 1000)
+    texts = {"heldout_select": ["hello there"] * 2,
+             "validation": ["hello there"] * 2 if base_validation == "perfect" else [junk] * 2}
+    save_predictions(sets, Predictions(texts, dict.fromkeys(sets, 0.1)), root / "baseline")
     record = guard_round(
         "round1", train_dir=models["tuned"], start_dir=models["start"], base_is_start=True,
         sets=sets, baseline_dir=root / "baseline", out_dir=root / "chosen",
@@ -121,7 +126,13 @@ def test_guard_round_writes_the_choice_and_the_curve(models: dict[str, Path]) ->
     assert json.loads((root / "guard.json").read_text()) == record
     curve = pd.read_csv(root / "guard.csv")
     assert curve["name"].tolist() == ["start", "a=1"]
-    assert not curve.loc[1, "within_budget"]
+    if base_validation == "perfect":
+        # The start ranks first, so the candidate's held-out half is never decoded: not
+        # checked (empty), not "within budget".
+        assert pd.isna(curve.loc[1, "within_budget"]) and pd.isna(curve.loc[1, "heldout_select"])
+    else:  # checked first, out of budget: the start model is handed on
+        assert curve.loc[1, "heldout_select"] > 0 and not curve.loc[1, "within_budget"]
+        assert curve.loc[1, "validation"] < curve.loc[0, "validation"]
     chosen = WhisperForConditionalGeneration.from_pretrained(root / "chosen").state_dict()
     start = WhisperForConditionalGeneration.from_pretrained(models["start"]).state_dict()
     assert all(torch.equal(chosen[k], start[k]) for k in start)

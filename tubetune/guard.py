@@ -71,7 +71,7 @@ class Scored:
     vs_start: float | None = None
     vs_base_upper: float | None = None  # the ratio's bootstrap quantile (see choose)
     vs_start_upper: float | None = None
-    within_budget: bool = True
+    within_budget: bool | None = True  # None: not checked, a better-ranked one was in budget
 
 
 def candidates(train_dir: Path, params: ExportParams) -> list[Candidate]:
@@ -83,6 +83,17 @@ def candidates(train_dir: Path, params: ExportParams) -> list[Candidate]:
                            key=lambda p: int(p.name.split("-")[1]))
         found += [Candidate(p.name, 1.0, p) for p in snapshots]
     return found
+
+
+def _ct2_candidate(candidate: Candidate, start_dir: Path, train_dir: Path, tmp: Path) -> Path:
+    """``candidate`` as the CTranslate2 int8 model it would ship as, under ``tmp``."""
+    from tubetune.conversion import convert_hf_to_ct2
+
+    hf = tmp / f"{candidate.name}-hf"
+    write_candidate(candidate, start_dir, train_dir, hf)
+    convert_hf_to_ct2(hf, tmp / candidate.name, quantization="int8")
+    shutil.rmtree(hf)
+    return tmp / candidate.name
 
 
 def _read_weights(model_dir: Path) -> dict:
@@ -160,29 +171,36 @@ def choose(scored: list[Scored], base: dict[str, float], start: dict[str, float]
     checked: every candidate is within budget. Without a validation set the candidate with
     the most fine-tuning within budget wins.
     """
-    marked = []
-    for s in scored:
-        vs_base = vs_start = upper_base = upper_start = None
-        ok = True
-        if s.heldout_select is not None:
-            vs_base = _ratio(s.heldout_select, base["heldout_select"])
-            vs_start = _ratio(s.heldout_select, start["heldout_select"])
-            if edits and s.name in edits:
-                upper_base, upper_start = (round(bootstrap_ratio_quantile(
-                    edits[s.name], edits[ref], confidence), 3) for ref in ("base", "start"))
-                ok = max(upper_base, upper_start) <= 1 + budget + 1e-9
-            else:
-                ok = all(s.heldout_select <= (1 + budget) * ref["heldout_select"] + 1e-9
-                         for ref in (base, start))
-        if s.longform is not None and LONGFORM in start:
-            ok = ok and s.longform <= (1 + budget) * start[LONGFORM] + 1e-9
-            ok = ok and s.timestamp_share >= (1 - budget) * start["timestamp_share"] - 1e-9
-        marked.append(replace(s, vs_base=vs_base, vs_start=vs_start, vs_base_upper=upper_base,
-                              vs_start_upper=upper_start, within_budget=ok))
-    allowed = [s for s in marked if s.within_budget or s.a == 0]
-    winner = min(allowed, key=lambda s: (
-        s.validation if s.validation is not None else -s.a, s.a))
+    marked = [mark(s, base, start, budget, edits, confidence) for s in scored]
+    winner = min((s for s in marked if s.within_budget or s.a == 0), key=rank)
     return marked, winner
+
+
+def rank(s: Scored) -> tuple[float, float]:
+    """The winner's order: lowest validation error first, then the smaller ``a``."""
+    return (s.validation if s.validation is not None else -s.a, s.a)
+
+
+def mark(s: Scored, base: dict[str, float], start: dict[str, float], budget: float,
+         edits: dict[str, list[tuple[int, int]]] | None, confidence: float) -> Scored:
+    """``s`` with its ratios to the base and start models and its budget check."""
+    vs_base = vs_start = upper_base = upper_start = None
+    ok = True
+    if s.heldout_select is not None:
+        vs_base = _ratio(s.heldout_select, base["heldout_select"])
+        vs_start = _ratio(s.heldout_select, start["heldout_select"])
+        if edits and s.name in edits:
+            upper_base, upper_start = (round(bootstrap_ratio_quantile(
+                edits[s.name], edits[ref], confidence), 3) for ref in ("base", "start"))
+            ok = max(upper_base, upper_start) <= 1 + budget + 1e-9
+        else:
+            ok = all(s.heldout_select <= (1 + budget) * ref["heldout_select"] + 1e-9
+                     for ref in (base, start))
+    if s.longform is not None and LONGFORM in start:
+        ok = ok and s.longform <= (1 + budget) * start[LONGFORM] + 1e-9
+        ok = ok and s.timestamp_share >= (1 - budget) * start["timestamp_share"] - 1e-9
+    return replace(s, vs_base=vs_base, vs_start=vs_start, vs_base_upper=upper_base,
+                   vs_start_upper=upper_start, within_budget=ok)
 
 
 def _ratio(value: float, reference: float) -> float | None:
@@ -208,42 +226,68 @@ def guard_round(
 
     ``sets`` holds the ``validation`` and ``heldout_select`` frames that exist; the base
     model's transcripts of them come from ``baseline_dir`` (the evaluate-baseline stage).
+    Every candidate is scored on validation and long-form; the held-out half only in the
+    winner's order (``rank``) until one is within budget: the same choice as scoring all of
+    them (``choose``), for about a third of the held-out decoding.
     """
     sets = {name: frame for name, frame in sets.items() if name in SCORED_SETS}
     base, base_edits = _errors(sets, load_predictions(sets, baseline_dir), language)
     edits = {"base": base_edits} if base_edits is not None else None
-    if "heldout_select" not in sets:
+    heldout = {name: frame for name, frame in sets.items() if name == "heldout_select"}
+    in_domain = {name: frame for name, frame in sets.items() if name not in heldout}
+    if not heldout:
         log.warning("guard %s: no held-out set (evaluate.heldout): forgetting cannot be "
                     "checked; choosing on validation alone", round_name)
-    scored: list[Scored] = []
+    scored: dict[str, Scored] = {}
     start: dict[str, float] = {}
     with tempfile.TemporaryDirectory(prefix="tubetune-guard-") as tmp:
-        for candidate in candidates(train_dir, params):
+        models: dict[str, Path] = {}
+
+        def score(candidate: Candidate, named: dict[str, pd.DataFrame]) -> dict[str, float]:
+            errors, candidate_edits = _errors(named, transcribe_sets(
+                named, models[candidate.name], language, task, evaluate), language)
+            if edits is not None and candidate_edits is not None:
+                edits[candidate.name] = candidate_edits
+            return errors
+
+        listed = candidates(train_dir, params)
+        for candidate in listed:
             if candidate.a == 0 and base_is_start:
-                errors, candidate_edits = base, base_edits
+                errors = base
+                if edits is not None:
+                    edits["start"] = edits[candidate.name] = base_edits
             else:
-                model_dir = Path(tmp) / candidate.name
-                write_candidate(candidate, start_dir, train_dir, model_dir)
-                errors, candidate_edits = _errors(
-                    sets, transcribe_sets(sets, model_dir, language, task, evaluate), language)
-                shutil.rmtree(model_dir)
+                models[candidate.name] = _ct2_candidate(candidate, start_dir, train_dir,
+                                                        Path(tmp))
+                errors = score(candidate, in_domain)
+                if candidate.a == 0 and heldout:  # the reference of every held-out ratio
+                    errors |= score(candidate, heldout)
+                    if edits is not None:
+                        edits["start"] = edits[candidate.name]
             if candidate.a == 0:
                 start = errors
-            if edits is not None:
-                edits[candidate.name] = candidate_edits
-                if candidate.a == 0:
-                    edits["start"] = candidate_edits
-            scored.append(_scored(candidate.name, candidate.a, errors))
+            scored[candidate.name] = _scored(candidate.name, candidate.a, errors)
             log.info("guard %s: %s: %s", round_name, candidate.name, errors)
-    scored, winner = choose(scored, base, start, params.max_heldout_regression, edits,
-                            params.heldout_confidence)
+        by_name = {c.name: c for c in listed}
+        for s in sorted(scored.values(), key=rank):
+            if heldout and s.heldout_select is None:
+                errors = score(by_name[s.name], heldout)
+                s = replace(s, heldout_select=errors["heldout_select"])
+                log.info("guard %s: %s: %s", round_name, s.name, errors)
+            s = scored[s.name] = mark(s, base, start, params.max_heldout_regression, edits,
+                                      params.heldout_confidence)
+            if s.within_budget or s.a == 0:
+                winner = s
+                break
+    for name, s in scored.items():  # not scored held out: a better-ranked one was in budget
+        if s.vs_base is None and s.heldout_select is None and heldout:
+            scored[name] = replace(s, within_budget=None)
     if winner.a == 0:
         log.warning("guard %s: NO fine-tuned candidate kept the held-out error within %.0f %% "
                     "of the base and start models: round %s hands on its START MODEL unchanged",
                     round_name, 100 * params.max_heldout_regression, round_name)
-    chosen = next(c for c in candidates(train_dir, params) if c.name == winner.name)
     with atomic_path(out_dir) as tmp_out:
-        write_candidate(chosen, start_dir, train_dir, tmp_out)
+        write_candidate(by_name[winner.name], start_dir, train_dir, tmp_out)
     record = {
         "chosen": winner.name, "a": winner.a, "validation": winner.validation,
         "heldout_select": winner.heldout_select, "vs_base": winner.vs_base,
@@ -253,7 +297,7 @@ def guard_round(
     }
     atomic_write_text(metrics_path, json.dumps(record, indent=2) + "\n")
     with atomic_path(curve_path) as tmp_csv:
-        pd.DataFrame([asdict(s) for s in scored]).to_csv(tmp_csv, index=False,
+        pd.DataFrame([asdict(s) for s in scored.values()]).to_csv(tmp_csv, index=False,
                                                          lineterminator="\n")
     log.info("guard %s: chose %s (validation %s, held-out %s, %s x base)", round_name,
              winner.name, winner.validation, winner.heldout_select, winner.vs_base)
