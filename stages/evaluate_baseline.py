@@ -2,7 +2,7 @@
 guard score (test and validation splits, both held-out halves, whole test and validation
 videos). Its own stage so that experiments changing only training reuse them from DVC's cache.
 
-The base is scored from its Hugging Face weights through the same int8 conversion as every
+The base is scored from its Hugging Face weights through the same CTranslate2 conversion as every
 guard candidate and the exported model: a round that hands on its start model then exports
 exactly the model scored here, and base-vs-exported differences are training, never
 quantization noise.

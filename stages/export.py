@@ -1,4 +1,4 @@
-"""Stage export: the final round's model, in Hugging Face layout and as CTranslate2 int8."""
+"""Stage export: the final round's model, in Hugging Face layout and as CTranslate2 float16."""
 
 from pathlib import Path
 

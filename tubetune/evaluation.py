@@ -54,13 +54,13 @@ def transcribe_manifest(
 
 
 def _ct2_dir(model: Path, workdir: Path) -> Path:
-    """A CTranslate2 dir for ``model`` (Hugging Face dirs are converted to int8 first)."""
+    """A CTranslate2 dir for ``model`` (a Hugging Face dir is converted as the export does)."""
     if (model / "model.bin").is_file():
         return model
     from tubetune.conversion import convert_hf_to_ct2
 
     out = workdir / model.name
-    convert_hf_to_ct2(model, out, quantization="int8")
+    convert_hf_to_ct2(model, out)
     return out
 
 

@@ -4,7 +4,7 @@ A fine-tune that gets better on its own voice by getting worse on everything els
 improvement. For each round the guard scores candidates — the round's final weights, its
 saved checkpoints, and weight-space interpolations ``(1 - a) * start + a * fine-tuned``
 between the round's start model and its final weights (robust fine-tuning, Wortsman et al.
-2022) — with the engine and settings that ship (CTranslate2 int8 through faster-whisper), on:
+2022) — with the engine and settings that ship (CTranslate2 through faster-whisper), on:
 
 - the validation split (in-domain: what the round should improve),
 - the selection half of the general held-out set (another kind of speech: what it must not
@@ -86,12 +86,12 @@ def candidates(train_dir: Path, params: ExportParams) -> list[Candidate]:
 
 
 def _ct2_candidate(candidate: Candidate, start_dir: Path, train_dir: Path, tmp: Path) -> Path:
-    """``candidate`` as the CTranslate2 int8 model it would ship as, under ``tmp``."""
+    """``candidate`` as the CTranslate2 model it would ship as, under ``tmp``."""
     from tubetune.conversion import convert_hf_to_ct2
 
     hf = tmp / f"{candidate.name}-hf"
     write_candidate(candidate, start_dir, train_dir, hf)
-    convert_hf_to_ct2(hf, tmp / candidate.name, quantization="int8")
+    convert_hf_to_ct2(hf, tmp / candidate.name)
     shutil.rmtree(hf)
     return tmp / candidate.name
 

@@ -342,10 +342,10 @@ def _ct2_spec_name(path: Path) -> str:
 
 
 def export_model(hf_dir: Path, out_dir: Path) -> None:
-    """``out_dir/hf`` (a copy of the model) and ``out_dir/ct2`` (CTranslate2 int8), atomically."""
+    """``out_dir/hf`` (a copy of the model) and ``out_dir/ct2`` (CTranslate2), atomically."""
     from tubetune.conversion import convert_hf_to_ct2
 
     with atomic_path(out_dir) as tmp:
         tmp.mkdir(parents=True)
         shutil.copytree(hf_dir, tmp / "hf")
-        convert_hf_to_ct2(tmp / "hf", tmp / "ct2", quantization="int8")
+        convert_hf_to_ct2(tmp / "hf", tmp / "ct2")

@@ -4,7 +4,7 @@
     python -m tubetune.transcribe models/finetuned https://example.org/clip.mp3
 
 MODEL is a CTranslate2 dir (``models/export/ct2``), a Hugging Face dir (converted to
-CTranslate2 int8 in a temporary folder first), or a ``bundled:`` spec. Long audio is cut at
+CTranslate2 in a temporary folder first), or a ``bundled:`` spec. Long audio is cut at
 pauses by faster-whisper's Silero VAD and decoded window by window.
 """
 
@@ -77,7 +77,7 @@ def ct2_model_dir(spec: str, workdir: Path) -> Path:
         return resolved.path
     if resolved.kind == "hf":
         out = workdir / "ct2"
-        convert_hf_to_ct2(resolved.path, out, quantization="int8")
+        convert_hf_to_ct2(resolved.path, out)
         return out
     hf, ct2 = workdir / "hf", workdir / "ct2"
     prepare_base_model(spec, hf, ct2)
