@@ -126,6 +126,7 @@ def test_guard_round_writes_the_choice_and_the_curve(models: dict[str, Path],
     assert json.loads((root / "guard.json").read_text()) == record
     curve = pd.read_csv(root / "guard.csv")
     assert curve["name"].tolist() == ["start", "a=1"]
+    assert curve.loc[0, "within_budget"]  # marked even where it was not the first checked
     if base_validation == "perfect":
         # The start ranks first, so the candidate's held-out half is never decoded: not
         # checked (empty), not "within budget".

@@ -279,8 +279,11 @@ def guard_round(
             if s.within_budget or s.a == 0:
                 winner = s
                 break
-    for name, s in scored.items():  # not scored held out: a better-ranked one was in budget
-        if s.vs_base is None and s.heldout_select is None and heldout:
+    for name, s in scored.items():  # the rest, for the record (the start is always scored)
+        if s.heldout_select is not None and s.vs_base is None:
+            scored[name] = mark(s, base, start, params.max_heldout_regression, edits,
+                                params.heldout_confidence)
+        elif heldout and s.heldout_select is None:  # a better-ranked one was within budget
             scored[name] = replace(s, within_budget=None)
     if winner.a == 0:
         log.warning("guard %s: NO fine-tuned candidate kept the held-out error within %.0f %% "
