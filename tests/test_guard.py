@@ -35,6 +35,23 @@ def test_best_validation_within_the_budget_wins() -> None:
     assert marked[2].vs_base == 1.2
 
 
+def test_held_out_scored_on_demand_gives_the_same_choice() -> None:
+    full = [scored("start", 0, 20, 10), scored("a=0.5", 0.5, 12, 10.4),
+            scored("a=1", 1, 8, 12), scored("step-10", 1, 15, 9)]
+    heldout = {s.name: s.heldout_select for s in full}
+    asked: list[str] = []
+
+    def fill(s: Scored) -> Scored:
+        asked.append(s.name)
+        return Scored(s.name, s.a, s.validation, heldout[s.name])
+
+    lazy = [full[0], *(Scored(s.name, s.a, s.validation, None) for s in full[1:])]
+    marked, winner = choose(lazy, BASE, BASE, budget=0.05, fill_heldout=fill)
+    assert winner == choose(full, BASE, BASE, budget=0.05)[1]
+    assert asked == ["a=1", "a=0.5"]  # in the winner's order, up to the first within budget
+    assert [m.within_budget for m in marked] == [True, True, False, None]  # step-10 unchecked
+
+
 def test_ties_go_to_the_candidate_closer_to_the_start() -> None:
     _, winner = choose([scored("start", 0, 20, 10), scored("a=0.5", 0.5, 12, 10),
                         scored("a=1", 1, 12, 10)], BASE, BASE, budget=0.05)

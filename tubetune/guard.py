@@ -29,6 +29,7 @@ import json
 import logging
 import shutil
 import tempfile
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
@@ -159,7 +160,8 @@ def _scored(name: str, a: float, errors: dict[str, float]) -> Scored:
 
 def choose(scored: list[Scored], base: dict[str, float], start: dict[str, float],
            budget: float, edits: dict[str, list[tuple[int, int]]] | None = None,
-           confidence: float = 0.9) -> tuple[list[Scored], Scored]:
+           confidence: float = 0.9,
+           fill_heldout: Callable[[Scored], Scored] | None = None) -> tuple[list[Scored], Scored]:
     """Mark each candidate's budget check and return the winner (see module docstring).
 
     With per-utterance ``edits`` on the held-out selection half (candidate names, ``base``
@@ -170,10 +172,31 @@ def choose(scored: list[Scored], base: dict[str, float], start: dict[str, float]
     the smaller ``a`` (closer to the start model). Without a held-out set nothing can be
     checked: every candidate is within budget. Without a validation set the candidate with
     the most fine-tuning within budget wins.
+
+    Candidates are checked in the winner's order (``rank``) and the first one allowed wins.
+    ``fill_heldout`` scores the held-out half of a candidate that has none yet: called only
+    in that order, so candidates after the winner are never decoded (marked ``None``: not
+    checked), and the choice is the one of scoring them all.
     """
-    marked = [mark(s, base, start, budget, edits, confidence) for s in scored]
-    winner = min((s for s in marked if s.within_budget or s.a == 0), key=rank)
-    return marked, winner
+    marked = {s.name: s for s in scored}
+    checked: set[str] = set()
+    winner = None
+    for s in sorted(scored, key=rank):
+        if fill_heldout is not None and s.heldout_select is None:
+            s = fill_heldout(s)
+        s = marked[s.name] = mark(s, base, start, budget, edits, confidence)
+        checked.add(s.name)
+        if s.within_budget or s.a == 0:
+            winner = s
+            break
+    if winner is None:
+        raise ValueError("no candidate within budget and no start model (a = 0) among them")
+    for name, s in marked.items():  # the rest, for the record
+        if name not in checked:
+            marked[name] = (replace(s, within_budget=None)
+                            if fill_heldout is not None and s.heldout_select is None
+                            else mark(s, base, start, budget, edits, confidence))
+    return list(marked.values()), winner
 
 
 def rank(s: Scored) -> tuple[float, float]:
@@ -226,9 +249,9 @@ def guard_round(
 
     ``sets`` holds the ``validation`` and ``heldout_select`` frames that exist; the base
     model's transcripts of them come from ``baseline_dir`` (the evaluate-baseline stage).
-    Every candidate is scored on validation and long-form; the held-out half only in the
-    winner's order (``rank``) until one is within budget: the same choice as scoring all of
-    them (``choose``), for about a third of the held-out decoding.
+    Every candidate is scored on validation and long-form; the held-out half only as
+    ``choose`` asks for it (in the winner's order until one is within budget): the same
+    choice as scoring all of them, for about a third of the held-out decoding.
     """
     sets = {name: frame for name, frame in sets.items() if name in SCORED_SETS}
     base, base_edits = _errors(sets, load_predictions(sets, baseline_dir), language)
@@ -238,7 +261,7 @@ def guard_round(
     if not heldout:
         log.warning("guard %s: no held-out set (evaluate.heldout): forgetting cannot be "
                     "checked; choosing on validation alone", round_name)
-    scored: dict[str, Scored] = {}
+    scored: list[Scored] = []
     start: dict[str, float] = {}
     with tempfile.TemporaryDirectory(prefix="tubetune-guard-") as tmp:
         models: dict[str, Path] = {}
@@ -266,25 +289,18 @@ def guard_round(
                         edits["start"] = edits[candidate.name]
             if candidate.a == 0:
                 start = errors
-            scored[candidate.name] = _scored(candidate.name, candidate.a, errors)
+            scored.append(_scored(candidate.name, candidate.a, errors))
             log.info("guard %s: %s: %s", round_name, candidate.name, errors)
         by_name = {c.name: c for c in listed}
-        for s in sorted(scored.values(), key=rank):
-            if heldout and s.heldout_select is None:
-                errors = score(by_name[s.name], heldout)
-                s = replace(s, heldout_select=errors["heldout_select"])
-                log.info("guard %s: %s: %s", round_name, s.name, errors)
-            s = scored[s.name] = mark(s, base, start, params.max_heldout_regression, edits,
-                                      params.heldout_confidence)
-            if s.within_budget or s.a == 0:
-                winner = s
-                break
-    for name, s in scored.items():  # the rest, for the record (the start is always scored)
-        if s.heldout_select is not None and s.vs_base is None:
-            scored[name] = mark(s, base, start, params.max_heldout_regression, edits,
-                                params.heldout_confidence)
-        elif heldout and s.heldout_select is None:  # a better-ranked one was within budget
-            scored[name] = replace(s, within_budget=None)
+
+        def fill_heldout(s: Scored) -> Scored:
+            errors = score(by_name[s.name], heldout)
+            log.info("guard %s: %s: %s", round_name, s.name, errors)
+            return replace(s, heldout_select=errors["heldout_select"])
+
+        marked, winner = choose(scored, base, start,
+                                params.max_heldout_regression, edits,
+                                params.heldout_confidence, fill_heldout if heldout else None)
     if winner.a == 0:
         log.warning("guard %s: NO fine-tuned candidate kept the held-out error within %.0f %% "
                     "of the base and start models: round %s hands on its START MODEL unchanged",
@@ -300,7 +316,7 @@ def guard_round(
     }
     atomic_write_text(metrics_path, json.dumps(record, indent=2) + "\n")
     with atomic_path(curve_path) as tmp_csv:
-        pd.DataFrame([asdict(s) for s in scored.values()]).to_csv(tmp_csv, index=False,
+        pd.DataFrame([asdict(s) for s in marked]).to_csv(tmp_csv, index=False,
                                                          lineterminator="\n")
     log.info("guard %s: chose %s (validation %s, held-out %s, %s x base)", round_name,
              winner.name, winner.validation, winner.heldout_select, winner.vs_base)
