@@ -173,3 +173,21 @@ def test_lora_with_frozen_encoder_adapts_the_decoder_only(workdir: Path) -> None
     tuner = FineTuner(workdir / "model", "en", "transcribe", params)
     trainable = [n for n, p in tuner.model.named_parameters() if p.requires_grad]
     assert trainable and all(".decoder." in n and "lora_" in n for n in trainable)
+
+
+def test_same_data_and_params_train_the_same_weights(workdir: Path) -> None:
+    """Two runs of one experiment give the same model, byte for byte, so experiments compare
+    (without torch's deterministic algorithms whisper-base's CPU gradients vary run to run)."""
+    params = TrainParams(max_steps=2, save_steps=2, per_device_batch_size=2, warmup_steps=0,
+                         learning_rate=1e-3, logging_steps=1, timestamp_probability=0.5,
+                         predict_with_generate=False)
+    tuner = FineTuner(workdir / "model", "en", "transcribe", params)
+    assert tuner.build_trainer(workdir / "train.csv", None, workdir / "det-args").args \
+        .full_determinism
+    digests = []
+    for run in ("det-a", "det-b"):
+        train_stage(workdir / "train.csv", workdir / "validation.csv", workdir / "model",
+                    workdir / run, workdir / f"{run}-ckpt", workdir / f"{run}-live",
+                    workdir / f"{run}.json", "en", "transcribe", params)
+        digests.append((workdir / run / "model.safetensors").read_bytes())
+    assert digests[0] == digests[1]

@@ -262,6 +262,7 @@ class TrainParams:
     """Seq2SeqTrainer settings. Defaults are sized for a CPU demo; see README for GPU."""
 
     seed: int = 42
+    deterministic: bool = True  # bit-reproducible training (torch deterministic algorithms)
     method: str = "full"  # full: every weight; lora: low-rank adapters (PEFT), merged on save
     lora_rank: int = 32
     lora_alpha: float = 64.0

@@ -249,6 +249,9 @@ class FineTuner:
             use_cpu=_world()[1] > 1 and not torch.cuda.is_available(),
             seed=p.seed,
             data_seed=p.seed,
+            # Same data and params give the same weights: without it CPU kernels accumulate
+            # gradients in a run-dependent order and two runs of one experiment differ.
+            full_determinism=p.deterministic,
             report_to=[],
             disable_tqdm=False,
             **precision_flags(p.precision),
