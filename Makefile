@@ -3,6 +3,10 @@ SHELL := /bin/bash
 VENV := .venv/bin
 export PATH := $(CURDIR)/$(VENV):$(PATH)
 export TOKENIZERS_PARALLELISM := false
+# Let Python cache the bytecode of what it imports (setup installs with --no-compile): with
+# PYTHONDONTWRITEBYTECODE set, as on some CI images, each of the pipeline's ~30 stage
+# processes recompiled pandas, torch and transformers from source (~3 s a light stage).
+unexport PYTHONDONTWRITEBYTECODE
 
 .PHONY: setup setup-dev pipeline test
 

@@ -20,7 +20,8 @@ stamp=".venv/.tubetune-setup-$mode"
 want="$(cat "${files[@]}" pyproject.toml | sha256sum | cut -d' ' -f1)"
 if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
   .venv/bin/python -m pip install --quiet --upgrade pip
-  # No byte-compiling of every installed module (~40 s here): Python compiles what it imports.
+  # No byte-compiling of every installed module (~40 s here): Python compiles and caches what
+  # it imports (the Makefile unexports PYTHONDONTWRITEBYTECODE so that it can).
   .venv/bin/python -m pip install --quiet --no-compile "${files[@]/#/-r}"
   .venv/bin/python -m pip install --quiet --no-deps -e .
   echo "$want" > "$stamp"
