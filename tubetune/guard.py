@@ -317,7 +317,7 @@ def guard_round(
     atomic_write_text(metrics_path, json.dumps(record, indent=2) + "\n")
     with atomic_path(curve_path) as tmp_csv:
         pd.DataFrame([asdict(s) for s in marked]).to_csv(tmp_csv, index=False,
-                                                         lineterminator="\n")
+                                                        lineterminator="\n")
     log.info("guard %s: chose %s (validation %s, held-out %s, %s x base)", round_name,
              winner.name, winner.validation, winner.heldout_select, winner.vs_base)
     return record

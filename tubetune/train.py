@@ -249,8 +249,8 @@ class FineTuner:
             use_cpu=_world()[1] > 1 and not torch.cuda.is_available(),
             seed=p.seed,
             data_seed=p.seed,
-            # Same data and params give the same weights: without it CPU kernels accumulate
-            # gradients in a run-dependent order and two runs of one experiment differ.
+            # Same data and params give the same weights: without it whisper-base's CPU
+            # backward pass differs run to run, and so do two runs of one experiment.
             full_determinism=p.deterministic,
             report_to=[],
             disable_tqdm=False,
