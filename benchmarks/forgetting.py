@@ -31,9 +31,9 @@ from pathlib import Path
 
 import pandas as pd
 
-from tubetune.evaluation import load_sets, scoring_language, transcribe_sets
+from tubetune.evaluation import load_sets, row_languages, transcribe_sets
 from tubetune.guard import Candidate, write_candidate
-from tubetune.metrics import error_rates
+from tubetune.metrics import set_error_rates
 from tubetune.params import BASE_MODEL_DIR, load_params
 from tubetune.train import train_stage
 
@@ -54,8 +54,8 @@ def configurations(steps: int, base_lr: float) -> dict[str, dict]:
 def score(model_dir: Path, sets: dict, params) -> dict[str, float]:
     """Headline error (percent) of ``model_dir`` on each set."""
     predictions = transcribe_sets(sets, model_dir, params.language, params.task, params.evaluate)
-    return {name: error_rates(frame["text"].tolist(), predictions.texts[name],
-                              scoring_language(frame, params.language)).primary
+    return {name: set_error_rates(frame["text"].tolist(), predictions.texts[name],
+                                  row_languages(frame, params.language)).primary
             for name, frame in sets.items()}
 
 

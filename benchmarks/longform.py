@@ -32,8 +32,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from tubetune.evaluation import load_longform, load_sets, scoring_language, transcribe_sets
-from tubetune.metrics import error_rates
+from tubetune.evaluation import load_longform, load_sets, row_languages, transcribe_sets
+from tubetune.metrics import set_error_rates
 from tubetune.params import BASE_MODEL_DIR, load_params
 from tubetune.train import train_stage
 
@@ -52,8 +52,8 @@ def evaluation_sets(split: Path, heldout: str | None, language: str) -> dict[str
 def score(model_dir: Path, sets: dict[str, pd.DataFrame], params) -> dict[str, float]:
     """Headline error per set and the sequential long-form timestamp share."""
     predictions = transcribe_sets(sets, model_dir, params.language, params.task, params.evaluate)
-    scores = {name: error_rates(frame["text"].tolist(), predictions.texts[name],
-                                scoring_language(frame, params.language)).primary
+    scores = {name: set_error_rates(frame["text"].tolist(), predictions.texts[name],
+                                    row_languages(frame, params.language)).primary
               for name, frame in sets.items()}
     scores["share"] = predictions.timestamp_share("longform_sequential")
     return scores

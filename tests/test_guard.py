@@ -172,3 +172,20 @@ def test_a_regression_the_held_out_set_cannot_rule_out_is_not_within_budget() ->
     assert winner.name == "steady"
     _, plain = choose(scored, point, point, budget=0.05)  # point ratios alone: lucky wins
     assert plain.name == "lucky"
+
+
+def test_a_gain_in_one_language_does_not_buy_a_loss_in_another() -> None:
+    # 20 English utterances, the candidate fixes half the base's errors; 5 Mandarin ones,
+    # it doubles them. Pooled it is far better than the base; in Mandarin it is worse.
+    base_edits = [(2, 10)] * 20 + [(1, 10)] * 5
+    tuned = [(1, 10)] * 20 + [(2, 10)] * 5
+    edits = {"base": base_edits, "start": base_edits, "a=1": tuned}
+    point = {"validation": 20.0, "heldout_select": 18.0}
+    scored = [Scored("start", 0, 20, 18.0), Scored("a=1", 1, 5, 12.0)]
+    languages = {"en": list(range(20)), "zh": list(range(20, 25))}
+    pooled, winner = choose(scored, point, point, budget=0.05, edits=edits, confidence=0.9)
+    assert winner.name == "a=1" and pooled[1].by_language_upper is None
+    marked, winner = choose(scored, point, point, budget=0.05, edits=edits, confidence=0.9,
+                            languages=languages)
+    assert winner.name == "start" and marked[1].within_budget is False
+    assert marked[1].by_language_upper == "en 0.500, zh 2.000"

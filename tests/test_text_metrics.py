@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from tubetune.errors import StageError
-from tubetune.metrics import error_rates, utterance_error_rate
+from tubetune.metrics import error_rates, set_error_rates, utterance_edits, utterance_error_rate
 from tubetune.subtitles import Cue, cut_fraction, parse_vtt, text_in_span
 from tubetune.text import clean_target, normalize_for_metric, uses_characters
 
@@ -31,6 +31,22 @@ def test_error_rates_count_edits_and_skip_empty_references() -> None:
     assert utterance_error_rate("", "x", "en") is None
     with pytest.raises(ValueError, match="hypotheses"):
         error_rates(["a"], [], "en")
+
+
+def test_a_set_of_several_languages_scores_each_utterance_in_its_own() -> None:
+    refs = ["the cat sat", "今天天氣很好", "on the mat"]
+    hyps = ["the bat sat", "今天天氣很", "on the mat"]
+    rates = set_error_rates(refs, hyps, ["en", "zh-TW", "en"])
+    assert rates.unit == "mixed"
+    assert rates.by_language["en"].wer == pytest.approx(100 / 6)  # 1 of 6 words
+    assert rates.by_language["zh-TW"].cer == pytest.approx(100 / 6)  # 1 of 6 characters
+    assert rates.primary == rates.mer == pytest.approx(100 * 2 / 12)
+    assert rates.reference_units == 12
+    assert utterance_edits(refs, hyps, ["en", "zh-TW", "en"]) == [(1, 3), (1, 6), (0, 3)]
+    data = rates.as_dict()
+    assert data["mer"] == 16.67 and data["by_language"]["zh-TW"]["unit"] == "char"
+    one = set_error_rates(refs[:1], hyps[:1], ["en"])  # one language: as error_rates
+    assert one == error_rates(refs[:1], hyps[:1], "en") and "mer" not in one.as_dict()
 
 
 def test_clean_target_keeps_case_and_punctuation() -> None:
@@ -129,6 +145,34 @@ def test_saved_baseline_predictions_are_scored_and_stale_ones_refused(tmp_path) 
     test.iloc[:0].to_csv(tmp_path / "test.csv", index=False)
     with pytest.raises(StageError, match="the test split has no utterances"):
         load_sets(tmp_path / "test.csv", None, "en")  # both evaluate stages stop here
+
+
+def test_a_mixed_language_heldout_set_is_reported_per_language(tmp_path) -> None:
+    import pandas as pd
+
+    from tubetune.evaluation import Predictions, evaluate_models, headline
+
+    rows = {"source": "s", "item": "v", "start_ms": 0, "end_ms": 1000, "duration_s": 1.0,
+            "reference": "external"}
+    test = pd.DataFrame({"path": ["t.wav"], "text": ["今天天氣很好"], "language": [""], **rows})
+    heldout = pd.DataFrame({"path": ["a.wav", "b.wav"], "text": ["the cat sat", "今天天氣很好"],
+                            "language": ["en", ""], **rows})  # "": the pipeline's (zh-TW)
+    sets = {"test": test, "heldout": heldout}
+    base = Predictions({"test": ["今天天氣很"], "heldout": ["the bat sat", "今天天氣很好"]},
+                       {"test": 0.1, "heldout": 0.1})
+    tuned = Predictions({"test": ["今天天氣很好"], "heldout": ["the cat sat", "今天天氣很"]},
+                        {"test": 0.1, "heldout": 0.1})
+    metrics = evaluate_models(sets, {"baseline": base, "finetuned": tuned},
+                              tmp_path / "p.csv", tmp_path / "m.json", language="zh-TW")
+    scores = metrics["finetuned"]["heldout"]
+    assert scores["unit"] == "mixed" and scores["mer"] == 11.11  # 1 of 3 words + 6 chars
+    assert scores["by_language"]["en"]["wer"] == 0
+    assert scores["by_language"]["zh-TW"]["cer"] == 16.67
+    assert metrics["baseline"]["heldout"]["mer"] == 11.11
+    assert scores["relative_mer_change_pct"] == 0
+    summary = headline(metrics, 0.1, None)
+    assert summary["heldout_mer"] == summary["heldout_mer_base"] == 11.11
+    assert summary["test_cer"] == 0
 
 
 def test_chinese_cer_headline_and_script_insensitive_cer() -> None:

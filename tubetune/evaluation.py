@@ -27,7 +27,7 @@ from tubetune.constants import SAMPLE_RATE
 from tubetune.engines import FasterWhisperTranscriber, pick_beam_size
 from tubetune.errors import StageError
 from tubetune.fsutil import atomic_path, atomic_write_text
-from tubetune.metrics import error_rates, utterance_error_rate
+from tubetune.metrics import set_error_rates, utterance_error_rate
 from tubetune.params import EvaluateParams
 from tubetune.split import LONGFORM_CSV, external_rows
 
@@ -102,11 +102,12 @@ def load_sets(test_csv: Path, heldout: str | None, language: str,
     return {name: frame for name, frame in sets.items() if not frame.empty}
 
 
-def scoring_language(frame: pd.DataFrame, default: str) -> str:
-    """The language a set is scored in: its rows' own when they agree (an English held-out set
-    in a zh-TW pipeline is scored as English), else ``default``."""
-    languages = set(frame["language"]) - {""} if "language" in frame else set()
-    return languages.pop() if len(languages) == 1 else default
+def row_languages(frame: pd.DataFrame, default: str) -> list[str]:
+    """The language each row is scored in: its own (an English held-out clip in a zh-TW
+    pipeline is scored as English), else ``default``."""
+    if "language" not in frame:
+        return [default] * len(frame)
+    return [language or default for language in frame["language"]]
 
 
 def load_longform(split_dir: Path, split: str, modes: tuple[str, ...] = tuple(LONGFORM_MODES),
@@ -258,8 +259,8 @@ def evaluate_models(
                 utterance_error_rate(r.text, h, r.language or language)
                 for r, h in zip(frame.itertuples(index=False), hyps, strict=True)
             ]
-            rates = {**error_rates(frame["text"].tolist(), hyps,
-                                   scoring_language(frame, language)).as_dict(),
+            rates = {**set_error_rates(frame["text"].tolist(), hyps,
+                                       row_languages(frame, language)).as_dict(),
                      "rtf": round(prediction.rtf[set_name], 3)}
             share = prediction.timestamp_share(set_name)
             if share is not None:
@@ -269,8 +270,9 @@ def evaluate_models(
                 scores.update(rates)
             else:
                 scores[set_name] = rates
-            log.info("evaluate %s on %s: WER %.2f CER %.2f RTF %.3f", model_name, set_name,
-                     rates["wer"], rates["cer"], rates["rtf"])
+            log.info("evaluate %s on %s: WER %.2f CER %.2f RTF %.3f%s", model_name, set_name,
+                     rates["wer"], rates["cer"], rates["rtf"],
+                     f" MER {rates['mer']:.2f}" if "mer" in rates else "")
     _relative_changes(metrics, [m for m in predictions if m != "baseline"])
     with atomic_path(predictions_path) as tmp_csv:
         pd.concat(rows.values()).to_csv(tmp_csv, index=False, lineterminator="\n")
@@ -292,29 +294,30 @@ def _relative_changes(metrics: dict[str, dict], tuned: list[str]) -> None:
                 )
         for set_name, rates in list(scores.items()):
             if isinstance(rates, dict) and isinstance(base.get(set_name), dict):
-                for key in ("wer", "cer"):
-                    if base[set_name][key]:
+                for key in ("wer", "cer", "mer"):
+                    if base[set_name].get(key) and key in rates:
                         rates[f"relative_{key}_change_pct"] = round(
                             (rates[key] - base[set_name][key]) / base[set_name][key] * 100, 2
                         )
 
 
 HEADLINE_SETS = {"test": "test", "heldout": "heldout", "longform": "longform_sequential"}
+HEADLINE_UNITS = {"word": "wer", "char": "cer", "mixed": "mer"}  # a set's unit -> its metric
 
 
 def headline(metrics: dict[str, dict], hours_trained: float,
              guard: dict | None) -> dict[str, float | str]:
     """The handful of figures people compare across experiments (``dvc exp show``): the
-    headline error (CER for zh/ja/ko/th, else WER; by each set's language) of the exported
-    model and of the base on each set, the long-form timestamp share, the hours trained on
-    and the guard's choice."""
+    headline error (CER for zh/ja/ko/th, else WER; MER for a set of several languages) of
+    the exported model and of the base on each set, the long-form timestamp share, the
+    hours trained on and the guard's choice."""
     out: dict[str, float | str] = {}
     for label, name in HEADLINE_SETS.items():
         for model, suffix in (("finetuned", ""), ("baseline", "_base")):
             scores = metrics.get(model, {})
             scores = scores if name == "test" else scores.get(name)
             if scores:
-                unit = "cer" if scores["unit"] == "char" else "wer"  # each set's own language
+                unit = HEADLINE_UNITS[scores["unit"]]  # each set's own language(s)
                 out[f"{label}_{unit}{suffix}"] = scores[unit]
                 if "cer_script_insensitive" in scores and not suffix:
                     out[f"{label}_cer_script_insensitive"] = scores["cer_script_insensitive"]

@@ -16,7 +16,9 @@ The winner is the candidate with the lowest validation error among those whose h
 error stays within ``max_heldout_regression`` (relative) of both the base model and the
 round's start model (for later rounds, the round before) in ``heldout_confidence`` of paired
 bootstrap resamples of the held-out utterances (a held-out set of a few dozen clips cannot
-tell 10 % better from 10 % worse on one draw), and whose long-form error and
+tell 10 % better from 10 % worse on one draw; a held-out set of several languages is
+scored in each utterance's own language and must stay within budget in every language),
+and whose long-form error and
 share of windows closed by a timestamp token stay within the same budget of the start
 model's. The start model itself (``a`` = 0) is always a candidate, so a round that cannot be
 trusted hands on what it started from, with a loud warning. The held-out half used here is
@@ -35,9 +37,9 @@ from pathlib import Path
 
 import pandas as pd
 
-from tubetune.evaluation import Predictions, load_predictions, scoring_language, transcribe_sets
+from tubetune.evaluation import Predictions, load_predictions, row_languages, transcribe_sets
 from tubetune.fsutil import atomic_path, atomic_write_text
-from tubetune.metrics import bootstrap_ratio_quantile, error_rates, utterance_edits
+from tubetune.metrics import bootstrap_ratio_quantile, set_error_rates, utterance_edits
 from tubetune.models import ModelError
 from tubetune.params import EvaluateParams, ExportParams
 
@@ -72,6 +74,7 @@ class Scored:
     vs_start: float | None = None
     vs_base_upper: float | None = None  # the ratio's bootstrap quantile (see choose)
     vs_start_upper: float | None = None
+    by_language_upper: str | None = None  # several languages: each one's worse bound
     within_budget: bool | None = True  # None: not checked, a better-ranked one was in budget
 
 
@@ -140,8 +143,8 @@ def _errors(sets: dict[str, pd.DataFrame], predictions: Predictions,
             language: str) -> tuple[dict[str, float], list[tuple[int, int]] | None]:
     """Primary error (percent) per set, plus the long-form set's timestamp share; and the
     per-utterance edits on the held-out selection half (None without one)."""
-    errors = {name: round(error_rates(sets[name]["text"].tolist(), predictions.texts[name],
-                                      scoring_language(sets[name], language)).primary, 2)
+    errors = {name: round(set_error_rates(sets[name]["text"].tolist(), predictions.texts[name],
+                                          row_languages(sets[name], language)).primary, 2)
               for name in sets}
     share = predictions.timestamp_share(LONGFORM)
     if share is not None:
@@ -149,8 +152,18 @@ def _errors(sets: dict[str, pd.DataFrame], predictions: Predictions,
     heldout = sets.get("heldout_select")
     edits = None if heldout is None else utterance_edits(
         heldout["text"].tolist(), predictions.texts["heldout_select"],
-        scoring_language(heldout, language))
+        row_languages(heldout, language))
     return errors, edits
+
+
+def language_rows(frame: pd.DataFrame | None, default: str) -> dict[str, list[int]] | None:
+    """Each language's row indices in ``frame`` (None without one)."""
+    if frame is None:
+        return None
+    rows: dict[str, list[int]] = {}
+    for i, language in enumerate(row_languages(frame, default)):
+        rows.setdefault(language, []).append(i)
+    return rows
 
 
 def _scored(name: str, a: float, errors: dict[str, float]) -> Scored:
@@ -161,14 +174,18 @@ def _scored(name: str, a: float, errors: dict[str, float]) -> Scored:
 def choose(scored: list[Scored], base: dict[str, float], start: dict[str, float],
            budget: float, edits: dict[str, list[tuple[int, int]]] | None = None,
            confidence: float = 0.9,
-           fill_heldout: Callable[[Scored], Scored] | None = None) -> tuple[list[Scored], Scored]:
+           fill_heldout: Callable[[Scored], Scored] | None = None,
+           languages: dict[str, list[int]] | None = None) -> tuple[list[Scored], Scored]:
     """Mark each candidate's budget check and return the winner (see module docstring).
 
     With per-utterance ``edits`` on the held-out selection half (candidate names, ``base``
     and ``start``), a candidate is within budget only when its error ratio to the base and
     to the start model stays within the budget in ``confidence`` of paired bootstrap
     resamples of the utterances: on a small held-out set a lucky draw must not pass for "no
-    worse". Without them the ratios themselves are compared. Ties in validation error go to
+    worse". A held-out half of several languages (``languages``: each one's utterance
+    indices) must stay within the budget in each language too: a model may not buy an
+    English gain with a Mandarin loss. Without edits the ratios themselves are compared.
+    Ties in validation error go to
     the smaller ``a`` (closer to the start model). Without a held-out set nothing can be
     checked: every candidate is within budget. Without a validation set the candidate with
     the most fine-tuning within budget wins.
@@ -184,7 +201,7 @@ def choose(scored: list[Scored], base: dict[str, float], start: dict[str, float]
     for s in sorted(scored, key=rank):
         if fill_heldout is not None and s.heldout_select is None:
             s = fill_heldout(s)
-        s = marked[s.name] = mark(s, base, start, budget, edits, confidence)
+        s = marked[s.name] = mark(s, base, start, budget, edits, confidence, languages)
         checked.add(s.name)
         if s.within_budget or s.a == 0:
             winner = s
@@ -195,7 +212,7 @@ def choose(scored: list[Scored], base: dict[str, float], start: dict[str, float]
         if name not in checked:
             marked[name] = (replace(s, within_budget=None)
                             if fill_heldout is not None and s.heldout_select is None
-                            else mark(s, base, start, budget, edits, confidence))
+                            else mark(s, base, start, budget, edits, confidence, languages))
     return list(marked.values()), winner
 
 
@@ -205,9 +222,10 @@ def rank(s: Scored) -> tuple[float, float]:
 
 
 def mark(s: Scored, base: dict[str, float], start: dict[str, float], budget: float,
-         edits: dict[str, list[tuple[int, int]]] | None, confidence: float) -> Scored:
+         edits: dict[str, list[tuple[int, int]]] | None, confidence: float,
+         languages: dict[str, list[int]] | None = None) -> Scored:
     """``s`` with its ratios to the base and start models and its budget check."""
-    vs_base = vs_start = upper_base = upper_start = None
+    vs_base = vs_start = upper_base = upper_start = by_language = None
     ok = True
     if s.heldout_select is not None:
         vs_base = _ratio(s.heldout_select, base["heldout_select"])
@@ -216,6 +234,12 @@ def mark(s: Scored, base: dict[str, float], start: dict[str, float], budget: flo
             upper_base, upper_start = (round(bootstrap_ratio_quantile(
                 edits[s.name], edits[ref], confidence), 3) for ref in ("base", "start"))
             ok = max(upper_base, upper_start) <= 1 + budget + 1e-9
+            if languages and len(languages) > 1:
+                uppers = {lang: max(bootstrap_ratio_quantile(
+                    [edits[s.name][i] for i in rows], [edits[ref][i] for i in rows], confidence)
+                    for ref in ("base", "start")) for lang, rows in languages.items()}
+                by_language = ", ".join(f"{k} {v:.3f}" for k, v in uppers.items())
+                ok = ok and max(uppers.values()) <= 1 + budget + 1e-9
         else:
             ok = all(s.heldout_select <= (1 + budget) * ref["heldout_select"] + 1e-9
                      for ref in (base, start))
@@ -223,7 +247,8 @@ def mark(s: Scored, base: dict[str, float], start: dict[str, float], budget: flo
         ok = ok and s.longform <= (1 + budget) * start[LONGFORM] + 1e-9
         ok = ok and s.timestamp_share >= (1 - budget) * start["timestamp_share"] - 1e-9
     return replace(s, vs_base=vs_base, vs_start=vs_start, vs_base_upper=upper_base,
-                   vs_start_upper=upper_start, within_budget=ok)
+                   vs_start_upper=upper_start, by_language_upper=by_language,
+                   within_budget=ok)
 
 
 def _ratio(value: float, reference: float) -> float | None:
@@ -300,7 +325,8 @@ def guard_round(
 
         marked, winner = choose(scored, base, start,
                                 params.max_heldout_regression, edits,
-                                params.heldout_confidence, fill_heldout if heldout else None)
+                                params.heldout_confidence, fill_heldout if heldout else None,
+                                language_rows(heldout.get("heldout_select"), language))
     if winner.a == 0:
         log.warning("guard %s: NO fine-tuned candidate kept the held-out error within %.0f %% "
                     "of the base and start models: round %s hands on its START MODEL unchanged",
@@ -314,6 +340,8 @@ def guard_round(
         "longform": winner.longform, "timestamp_share": winner.timestamp_share,
         "kept_start_model": winner.a == 0, "budget": params.max_heldout_regression,
     }
+    if winner.by_language_upper:
+        record["by_language_upper"] = winner.by_language_upper
     atomic_write_text(metrics_path, json.dumps(record, indent=2) + "\n")
     with atomic_path(curve_path) as tmp_csv:
         pd.DataFrame([asdict(s) for s in marked]).to_csv(tmp_csv, index=False,

@@ -21,24 +21,32 @@ class ErrorRates:
     deletions: int
     insertions: int
     reference_units: int
-    unit: str  # "word" or "char": which of WER/CER is the primary metric
+    # "word" or "char": which of WER/CER is the primary metric; "mixed" for a set of several
+    # languages, whose primary metric is ``mer``
+    unit: str
     # Chinese: CER with Traditional and Simplified folded to one script, so recognition
     # errors show apart from script errors (Whisper often answers zh in Simplified).
     cer_script_insensitive: float | None = None
+    # Several languages: the mixed error rate (each utterance's edits in its own language's
+    # unit, words or characters, over all their units) and each language's own scores.
+    mer: float | None = None
+    by_language: dict[str, ErrorRates] | None = None
 
     @property
     def primary(self) -> float:
-        """WER for spaced scripts, CER for zh/ja/ko/th and similar."""
+        """WER for spaced scripts, CER for zh/ja/ko/th and similar, MER for a mix."""
+        if self.unit == "mixed":
+            return self.mer
         return self.cer if self.unit == "char" else self.wer
 
-    def as_dict(self) -> dict[str, float | int | str]:
+    def as_dict(self) -> dict:
         """JSON-ready, rounded to 2 decimals."""
-        data = asdict(self)
-        if data["cer_script_insensitive"] is None:
-            del data["cer_script_insensitive"]
-        for key in ("wer", "cer", "cer_script_insensitive"):
+        data = {k: v for k, v in asdict(self).items() if v is not None}
+        for key in ("wer", "cer", "cer_script_insensitive", "mer"):
             if key in data:
                 data[key] = round(data[key], 2)
+        if self.by_language:
+            data["by_language"] = {k: v.as_dict() for k, v in self.by_language.items()}
         return data
 
 
@@ -77,11 +85,14 @@ def error_rates(refs: Sequence[str], hyps: Sequence[str], language: str | None) 
 
 
 def utterance_edits(refs: Sequence[str], hyps: Sequence[str],
-                    language: str | None) -> list[tuple[int, int]]:
-    """(edits, reference units) of each utterance at the primary unit; (0, 0) for an empty
-    reference. Summed, they give the corpus error rate; resampled, its uncertainty."""
+                    languages: str | Sequence[str | None] | None) -> list[tuple[int, int]]:
+    """(edits, reference units) of each utterance at its language's primary unit (one
+    language for all, or one per utterance); (0, 0) for an empty reference. Summed, they give
+    the corpus error rate; resampled, its uncertainty."""
+    if languages is None or isinstance(languages, str):
+        languages = [languages] * len(refs)
     out = []
-    for ref, hyp in zip(refs, hyps, strict=True):
+    for ref, hyp, language in zip(refs, hyps, languages, strict=True):
         ref_n, hyp_n = normalize_for_metric(ref, language), normalize_for_metric(hyp, language)
         if not ref_n:
             out.append((0, 0))
@@ -91,6 +102,45 @@ def utterance_edits(refs: Sequence[str], hyps: Sequence[str],
         out.append((m.substitutions + m.deletions + m.insertions,
                     m.hits + m.substitutions + m.deletions))
     return out
+
+
+def set_error_rates(refs: Sequence[str], hyps: Sequence[str],
+                    languages: Sequence[str]) -> ErrorRates:
+    """Score a set whose utterances each name their language (``languages``, one per
+    utterance): as :func:`error_rates` when they agree; else every utterance in its own
+    language's normalisation and unit, pooled as the mixed error rate (``mer``: an English
+    word and a Mandarin character count one unit each, as in code-switching benchmarks),
+    with each language's own scores under ``by_language``."""
+    if len(refs) != len(hyps) or len(refs) != len(languages):
+        raise ValueError(f"{len(refs)} references, {len(hyps)} hypotheses, "
+                         f"{len(languages)} languages")
+    distinct = sorted(set(languages))
+    if len(distinct) <= 1:
+        return error_rates(refs, hyps, distinct[0] if distinct else None)
+    by_language = {}
+    for language in distinct:
+        rows = [i for i, lang in enumerate(languages) if lang == language]
+        if any(normalize_for_metric(refs[i], language) for i in rows):
+            by_language[language] = error_rates([refs[i] for i in rows],
+                                                [hyps[i] for i in rows], language)
+    if not by_language:
+        raise ValueError("no non-empty reference to score against")
+    normalized = [(normalize_for_metric(r, lang), normalize_for_metric(h, lang))
+                  for r, h, lang in zip(refs, hyps, languages, strict=True)]
+    normalized = [pair for pair in normalized if pair[0]]
+    words = jiwer.process_words([r for r, _ in normalized], [h for _, h in normalized])
+    chars = jiwer.process_characters([r for r, _ in normalized], [h for _, h in normalized])
+    parts = by_language.values()
+    units = sum(p.reference_units for p in parts)
+    edits = sum(p.substitutions + p.deletions + p.insertions for p in parts)
+    return ErrorRates(
+        wer=100.0 * words.wer, cer=100.0 * chars.cer,
+        substitutions=sum(p.substitutions for p in parts),
+        deletions=sum(p.deletions for p in parts),
+        insertions=sum(p.insertions for p in parts),
+        reference_units=units, unit="mixed", mer=100.0 * edits / units,
+        by_language=by_language,
+    )
 
 
 def bootstrap_ratio_quantile(candidate: Sequence[tuple[int, int]],
