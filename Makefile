@@ -23,6 +23,9 @@ pipeline: setup
 	python scripts/results.py
 
 # Set up (with the test tools), then lint and run every test (slow end-to-end tests included).
+# One worker per core, at most 4 (each test may hold a model and a DVC project); a file's
+# tests share one worker, so its module fixtures (a whole pipeline run) are built once.
+# Measured on 2 cores: 1359 s against ~1850 s in one process.
 test: setup-dev
 	ruff check .
-	python -m pytest
+	python -m pytest -n auto --maxprocesses 4 --dist loadfile
