@@ -18,11 +18,10 @@ round's start model (for later rounds, the round before) in ``heldout_confidence
 bootstrap resamples of the held-out utterances (a held-out set of a few dozen clips cannot
 tell 10 % better from 10 % worse on one draw; a held-out set of several languages is
 scored in each utterance's own language and must stay within budget in every language),
-and whose long-form error and
-share of windows closed by a timestamp token stay within the same budget of the start
-model's. The start model itself (``a`` = 0) is always a candidate, so a round that cannot be
-trusted hands on what it started from, with a loud warning. The held-out half used here is
-never the one `evaluate` reports.
+and whose long-form error and share of windows closed by a timestamp token stay within the
+same budget of the start model's. The start model itself (``a`` = 0) is always a
+candidate, so a round that cannot be trusted hands on what it started from, with a loud
+warning. The held-out half used here is never the one `evaluate` reports.
 """
 
 from __future__ import annotations
@@ -185,10 +184,9 @@ def choose(scored: list[Scored], base: dict[str, float], start: dict[str, float]
     worse". A held-out half of several languages (``languages``: each one's utterance
     indices) must stay within the budget in each language too: a model may not buy an
     English gain with a Mandarin loss. Without edits the ratios themselves are compared.
-    Ties in validation error go to
-    the smaller ``a`` (closer to the start model). Without a held-out set nothing can be
-    checked: every candidate is within budget. Without a validation set the candidate with
-    the most fine-tuning within budget wins.
+    Ties in validation error go to the smaller ``a`` (closer to the start model). Without a
+    held-out set nothing can be checked: every candidate is within budget. Without a
+    validation set the candidate with the most fine-tuning within budget wins.
 
     Candidates are checked in the winner's order (``rank``) and the first one allowed wins.
     ``fill_heldout`` scores the held-out half of a candidate that has none yet: called only
