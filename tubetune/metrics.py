@@ -50,9 +50,12 @@ class ErrorRates:
         return data
 
 
-def _pairs(refs: Sequence[str], hyps: Sequence[str], language: str | None) -> tuple[list, list]:
-    refs_n = [normalize_for_metric(r, language) for r in refs]
-    hyps_n = [normalize_for_metric(h, language) for h in hyps]
+def _pairs(refs: Sequence[str], hyps: Sequence[str],
+           languages: Sequence[str | None]) -> tuple[list, list]:
+    """Normalised (references, hypotheses), each in its utterance's language; empty
+    references dropped."""
+    refs_n = [normalize_for_metric(r, lang) for r, lang in zip(refs, languages, strict=True)]
+    hyps_n = [normalize_for_metric(h, lang) for h, lang in zip(hyps, languages, strict=True)]
     keep = [i for i, r in enumerate(refs_n) if r]
     return [refs_n[i] for i in keep], [hyps_n[i] for i in keep]
 
@@ -61,7 +64,7 @@ def error_rates(refs: Sequence[str], hyps: Sequence[str], language: str | None) 
     """Score ``hyps`` against ``refs`` (utterances with empty references are skipped)."""
     if len(refs) != len(hyps):
         raise ValueError(f"{len(refs)} references but {len(hyps)} hypotheses")
-    refs_n, hyps_n = _pairs(refs, hyps, language)
+    refs_n, hyps_n = _pairs(refs, hyps, [language] * len(refs))
     if not refs_n:
         raise ValueError("no non-empty reference to score against")
     words = jiwer.process_words(refs_n, hyps_n)
@@ -85,12 +88,10 @@ def error_rates(refs: Sequence[str], hyps: Sequence[str], language: str | None) 
 
 
 def utterance_edits(refs: Sequence[str], hyps: Sequence[str],
-                    languages: str | Sequence[str | None] | None) -> list[tuple[int, int]]:
+                    languages: Sequence[str | None]) -> list[tuple[int, int]]:
     """(edits, reference units) of each utterance at its language's primary unit (one
-    language for all, or one per utterance); (0, 0) for an empty reference. Summed, they give
-    the corpus error rate; resampled, its uncertainty."""
-    if languages is None or isinstance(languages, str):
-        languages = [languages] * len(refs)
+    language per utterance); (0, 0) for an empty reference. Summed, they give the corpus
+    error rate; resampled, its uncertainty."""
     out = []
     for ref, hyp, language in zip(refs, hyps, languages, strict=True):
         ref_n, hyp_n = normalize_for_metric(ref, language), normalize_for_metric(hyp, language)
@@ -125,11 +126,9 @@ def set_error_rates(refs: Sequence[str], hyps: Sequence[str],
                                                 [hyps[i] for i in rows], language)
     if not by_language:
         raise ValueError("no non-empty reference to score against")
-    normalized = [(normalize_for_metric(r, lang), normalize_for_metric(h, lang))
-                  for r, h, lang in zip(refs, hyps, languages, strict=True)]
-    normalized = [pair for pair in normalized if pair[0]]
-    words = jiwer.process_words([r for r, _ in normalized], [h for _, h in normalized])
-    chars = jiwer.process_characters([r for r, _ in normalized], [h for _, h in normalized])
+    refs_n, hyps_n = _pairs(refs, hyps, languages)
+    words = jiwer.process_words(refs_n, hyps_n)
+    chars = jiwer.process_characters(refs_n, hyps_n)
     parts = by_language.values()
     units = sum(p.reference_units for p in parts)
     edits = sum(p.substitutions + p.deletions + p.insertions for p in parts)
