@@ -45,6 +45,7 @@ def test_project_params_are_valid() -> None:
         ({"sources": {"bad name!": {"url": "x.mp4"}}}, "sources.bad name!"),
         ({"sources": {}}, "sources: expected a non-empty mapping"),
         ({"train": {"precision": "fp8"}}, "train.precision"),
+        ({"train": {"distill_weight": 1}}, "train.distill_weight: must be in [0, 1)"),
         ({"train": {"num_gpus": -1}}, "train.num_gpus: must be >= 0"),
         ({"train": {"num_gpus": "all"}}, "train.num_gpus: expected an integer"),
         ({"train": {"num_nodes": 0}}, "train.num_nodes: must be >= 1"),

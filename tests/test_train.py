@@ -191,3 +191,41 @@ def test_same_data_and_params_train_the_same_weights(workdir: Path) -> None:
                     workdir / f"{run}.json", "en", "transcribe", params)
         digests.append((workdir / run / "model.safetensors").read_bytes())
     assert digests[0] == digests[1]
+
+
+def test_distillation_loss_is_the_scaled_cross_entropy_at_the_start(workdir: Path) -> None:
+    """Before any step the model is its reference: the KL term is zero, the CE is scaled."""
+    plain = FineTuner(workdir / "model", "en", "transcribe", TrainParams())
+    tuner = FineTuner(workdir / "model", "en", "transcribe", TrainParams(distill_weight=0.25))
+    assert plain.reference is None and tuner.reference is not None
+    trainer = tuner.build_trainer(workdir / "train.csv", None, workdir / "kd-ckpt")
+    batch = trainer.data_collator(list(load_manifest(workdir / "train.csv"))[:2])
+    tuner.model.train()
+    with torch.no_grad():
+        ce = tuner.model(**batch).loss
+        loss = trainer.compute_loss(tuner.model, batch)
+    assert loss.item() == pytest.approx(0.75 * ce.item(), rel=1e-5)
+
+
+def test_distillation_keeps_the_model_nearer_its_start(workdir: Path) -> None:
+    """Same data and steps: a heavy distillation weight moves the predictions less."""
+    settings = {"max_steps": 4, "per_device_batch_size": 2, "warmup_steps": 0,
+                "learning_rate": 3e-3, "logging_steps": 1, "save_steps": 4}
+    start = WhisperForConditionalGeneration.from_pretrained(workdir / "model").eval()
+    processor = WhisperProcessor.from_pretrained(workdir / "model")
+    batch = WhisperCollator(processor, "transcribe", "en")(
+        list(load_manifest(workdir / "train.csv"))[:3])
+    with torch.no_grad():
+        before = torch.log_softmax(start(**batch).logits, -1)
+    drift = {}
+    for weight in (0.0, 0.9):
+        out = workdir / f"kd-{weight}"
+        train_stage(workdir / "train.csv", workdir / "validation.csv", workdir / "model", out,
+                    workdir / f"kd-ckpt-{weight}", workdir / f"kd-live-{weight}",
+                    workdir / f"kd-{weight}.json", "en", "transcribe",
+                    TrainParams(distill_weight=weight, **settings))
+        tuned = WhisperForConditionalGeneration.from_pretrained(out).eval()
+        with torch.no_grad():
+            after = torch.log_softmax(tuned(**batch).logits, -1)
+        drift[weight] = (before.exp() * (before - after)).sum(-1).mean().item()
+    assert drift[0.9] < 0.75 * drift[0.0]  # Adam steps are scale-free: the KL acts as it grows

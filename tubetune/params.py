@@ -281,6 +281,7 @@ class TrainParams:
     spec_augment: bool = False
     mask_time_prob: float = 0.05
     mask_feature_prob: float = 0.0
+    distill_weight: float = 0.0  # share of the loss that keeps the start model's predictions
     gradient_checkpointing: bool = False
     precision: str = "auto"
     eval_steps: int = 0
@@ -340,6 +341,8 @@ class ExportParams:
     max_heldout_regression: float = 0.05
     heldout_confidence: float = 0.9  # the regression must stay in budget in this share of
     # paired bootstrap resamples of the held-out utterances (small sets: lucky draws fail)
+    validation_confidence: float = 0.9  # worse on validation than the best only when worse
+    # in this share of paired bootstrap resamples; the least fine-tuned of those not worse wins
     interpolation: list[float] = field(default_factory=lambda: [0.5, 0.75, 1.0])
     checkpoints: bool = True
 
@@ -633,6 +636,9 @@ def _check_values(p: Params, origin: str) -> None:
         raise bad("export.max_heldout_regression", "must be in [0, 10] (0.05 = 5 % relative)")
     if not 0.5 <= ex.heldout_confidence < 1:
         raise bad("export.heldout_confidence", "must be in [0.5, 1)")
+    if not 0 <= ex.validation_confidence < 1:
+        raise bad("export.validation_confidence", "must be in [0, 1) (0: the best validation "
+                  "score wins outright)")
     if not ex.interpolation or any(not 0 < a <= 1 for a in ex.interpolation):
         raise bad("export.interpolation", "expected a non-empty list of numbers in (0, 1]")
     if p.scale.label_runner not in ("local", "ray"):
@@ -716,6 +722,8 @@ def _check_train(tr: TrainParams, section: str, bad: Callable[[str, str], Params
     for name in ("mask_time_prob", "mask_feature_prob", "timestamp_probability"):
         if not 0 <= getattr(tr, name) <= 1:
             raise bad(f"{section}.{name}", "must be in [0, 1]")
+    if not 0 <= tr.distill_weight < 1:
+        raise bad(f"{section}.distill_weight", "must be in [0, 1) (0: no distillation)")
     if tr.num_gpus < 0:
         raise bad(f"{section}.num_gpus", "must be >= 0 (0 or 1: one process, no launcher)")
     if tr.num_nodes < 1:

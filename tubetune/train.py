@@ -158,6 +158,9 @@ class FineTuner:
     def __post_init__(self) -> None:
         self.processor = WhisperProcessor.from_pretrained(self.model_dir)
         self.model = WhisperForConditionalGeneration.from_pretrained(self.model_dir)
+        # Learning without forgetting: a frozen copy of the start model to distil from.
+        self.reference = (WhisperForConditionalGeneration.from_pretrained(self.model_dir)
+                          if self.params.distill_weight > 0 else None)
         self.enforce_language(self.language)
         if self.params.freeze_encoder:
             self.model.freeze_encoder()
@@ -261,7 +264,11 @@ class FineTuner:
             callbacks.append(EarlyStoppingCallback(p.early_stopping_patience))
         collator = WhisperCollator(self.processor, self.task, self.language,
                                    timestamp_probability=p.timestamp_probability, seed=p.seed)
-        return Seq2SeqTrainer(
+        trainer_class, extra = Seq2SeqTrainer, {}
+        if self.reference is not None:
+            trainer_class = DistillingTrainer
+            extra = {"reference": self.reference, "distill_weight": p.distill_weight}
+        return trainer_class(
             model=self.model,
             args=args,
             train_dataset=train_ds,
@@ -271,6 +278,7 @@ class FineTuner:
             compute_metrics=(self.compute_metrics
                              if eval_ds is not None and p.predict_with_generate else None),
             callbacks=callbacks,
+            **extra,
         )
 
     def run(
@@ -351,6 +359,45 @@ class FineTuner:
 
 SNAPSHOTS = "snapshots"
 WEIGHTS = "model.safetensors"
+
+
+class DistillingTrainer(Seq2SeqTrainer):
+    """Seq2SeqTrainer whose loss also keeps the model's next-token distributions near a frozen
+    reference (the round's start model): learning without forgetting (Li & Hoiem, 2016).
+
+    loss = (1 - w) * cross-entropy(labels) + w * KL(reference || model), the KL taken at each
+    target position (teacher-forced on the same labels) and averaged over them. Where the
+    start model already predicts the label the two terms agree; elsewhere the labels win by
+    their share, and what the start model does with everything else (the other tokens'
+    probabilities: its language model) moves only as far as the labels pull it.
+    """
+
+    def __init__(self, *args: Any, reference: WhisperForConditionalGeneration,
+                 distill_weight: float, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.reference = reference.eval().requires_grad_(False).to(self.args.device)
+        self.distill_weight = distill_weight
+
+    def compute_loss(self, model: Any, inputs: dict[str, torch.Tensor],
+                     return_outputs: bool = False, num_items_in_batch: Any = None) -> Any:
+        loss, outputs = super().compute_loss(model, inputs, return_outputs=True,
+                                             num_items_in_batch=num_items_in_batch)
+        if not model.training:  # evaluation reports the plain loss
+            return (loss, outputs) if return_outputs else loss
+        labels = inputs["labels"]
+        with torch.no_grad():
+            reference = self.reference(input_features=inputs["input_features"],
+                                       labels=labels).logits
+        kept = labels != -100
+        log_p = torch.log_softmax(outputs.logits[kept].float(), dim=-1)
+        log_q = torch.log_softmax(reference[kept].float(), dim=-1)
+        kl = (log_q.exp() * (log_q - log_p)).sum()
+        # Normalised like the cross-entropy: over the whole accumulated batch when the trainer
+        # counts its target tokens (the loss is then not divided by the accumulation steps).
+        counted = num_items_in_batch is not None and self.model_accepts_loss_kwargs
+        kl = kl / (num_items_in_batch if counted else kept.sum())
+        loss = (1 - self.distill_weight) * loss + self.distill_weight * kl
+        return (loss, outputs) if return_outputs else loss
 
 
 def _earlier_checkpoints(checkpoints_dir: Path | None) -> list[Path]:
