@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -189,3 +190,24 @@ def test_a_gain_in_one_language_does_not_buy_a_loss_in_another() -> None:
                             languages=languages)
     assert winner.name == "start" and marked[1].within_budget is False
     assert marked[1].by_language_upper == "en 0.500, zh 2.000"
+
+
+def test_a_validation_score_not_really_worse_than_the_best_goes_to_the_smaller_a() -> None:
+    # 12 validation utterances: a=1 makes 1 error, a=0.5 makes 3 (two in one utterance): on
+    # resamples of the utterances a=0.5 is often no worse. The start model makes 12: worse.
+    val = {"start": [(1, 10)] * 12, "a=0.5": [(2, 10), (1, 10)] + [(0, 10)] * 10,
+           "a=1": [(1, 10)] + [(0, 10)] * 11}
+    scored = [Scored("start", 0, 10.0, 10), Scored("a=0.5", 0.5, 2.5, 10),
+              Scored("a=1", 1, 0.83, 10)]
+    marked, winner = choose(scored, BASE, BASE, budget=0.05, validation_edits=val,
+                            validation_confidence=0.9)
+    assert winner.name == "a=0.5"
+    assert [m.ties_best for m in marked] == [False, True, True]
+    _, outright = choose(scored, BASE, BASE, budget=0.05, validation_edits=val,
+                         validation_confidence=0)
+    assert outright.name == "a=1"  # 0: the best validation score wins, as before
+    # A tie out of the held-out budget does not win: the next tie (the best) does.
+    over = [scored[0], replace(scored[1], heldout_select=12.0), scored[2]]
+    _, winner = choose(over, BASE, BASE, budget=0.05, validation_edits=val,
+                       validation_confidence=0.9)
+    assert winner.name == "a=1"

@@ -5,7 +5,13 @@ from __future__ import annotations
 import pytest
 
 from tubetune.errors import StageError
-from tubetune.metrics import error_rates, set_error_rates, utterance_edits, utterance_error_rate
+from tubetune.metrics import (
+    bootstrap_share_worse,
+    error_rates,
+    set_error_rates,
+    utterance_edits,
+    utterance_error_rate,
+)
 from tubetune.subtitles import Cue, cut_fraction, parse_vtt, text_in_span
 from tubetune.text import clean_target, normalize_for_metric, uses_characters
 
@@ -191,3 +197,13 @@ def test_language_profiles() -> None:
     assert (profile("zh-TW").metric, profile("zh-TW").whisper) == ("cer", "zh")
     assert profile("ko").metric == "cer" and profile("en").metric == "wer"
     assert profile("zh").chars_per_s == (1.0, 12.0) and profile(None).unit == "word"
+
+
+def test_bootstrap_share_worse_reads_how_sure_a_difference_is() -> None:
+    same = [(1, 10)] * 10
+    assert bootstrap_share_worse(same, same) == 0.0  # never more errors than itself
+    everywhere = [(2, 10)] * 10  # one more error in every utterance: always worse
+    assert bootstrap_share_worse(everywhere, same) == 1.0
+    one_bad = [(3, 10)] + [(1, 10)] * 9  # the difference rests on one utterance
+    assert 0.5 < bootstrap_share_worse(one_bad, same) < 0.8
+    assert bootstrap_share_worse(one_bad, same) == bootstrap_share_worse(one_bad, same)

@@ -22,6 +22,12 @@ and whose long-form error and share of windows closed by a timestamp token stay 
 same budget of the start model's. The start model itself (``a`` = 0) is always a
 candidate, so a round that cannot be trusted hands on what it started from, with a loud
 warning. The held-out half used here is never the one `evaluate` reports.
+
+"Lowest validation error" is read with the same care: a candidate whose validation errors
+exceed the best one's in fewer than ``validation_confidence`` of paired bootstrap resamples
+is not really worse (one error against three on a short validation set is a coin flip),
+and among those ties the one closest to the start model (the smallest ``a``) ranks first:
+it changed least, so it has the least to forget where nothing was measured.
 """
 
 from __future__ import annotations
@@ -38,7 +44,12 @@ import pandas as pd
 
 from tubetune.evaluation import Predictions, load_predictions, row_languages, transcribe_sets
 from tubetune.fsutil import atomic_path, atomic_write_text
-from tubetune.metrics import bootstrap_ratio_quantile, set_error_rates, utterance_edits
+from tubetune.metrics import (
+    bootstrap_ratio_quantile,
+    bootstrap_share_worse,
+    set_error_rates,
+    utterance_edits,
+)
 from tubetune.models import ModelError
 from tubetune.params import EvaluateParams, ExportParams
 
@@ -75,6 +86,7 @@ class Scored:
     vs_start_upper: float | None = None
     by_language_upper: str | None = None  # several languages: each one's worse bound
     within_budget: bool | None = True  # None: not checked, a better-ranked one was in budget
+    ties_best: bool | None = None  # validation not really worse than the best (see choose)
 
 
 def candidates(train_dir: Path, params: ExportParams) -> list[Candidate]:
@@ -138,20 +150,23 @@ def write_candidate(candidate: Candidate, start_dir: Path, train_dir: Path, out:
               metadata={"format": "pt"})
 
 
+Edits = list[tuple[int, int]]  # per utterance: (errors, reference length)
+
+
 def _errors(sets: dict[str, pd.DataFrame], predictions: Predictions,
-            language: str) -> tuple[dict[str, float], list[tuple[int, int]] | None]:
+            language: str) -> tuple[dict[str, float], dict[str, Edits]]:
     """Primary error (percent) per set, plus the long-form set's timestamp share; and the
-    per-utterance edits on the held-out selection half (None without one)."""
+    per-utterance edits on the validation split and the held-out selection half (those of
+    them in ``sets``)."""
     errors = {name: round(set_error_rates(sets[name]["text"].tolist(), predictions.texts[name],
                                           row_languages(sets[name], language)).primary, 2)
               for name in sets}
     share = predictions.timestamp_share(LONGFORM)
     if share is not None:
         errors["timestamp_share"] = share
-    heldout = sets.get("heldout_select")
-    edits = None if heldout is None else utterance_edits(
-        heldout["text"].tolist(), predictions.texts["heldout_select"],
-        row_languages(heldout, language))
+    edits = {name: utterance_edits(sets[name]["text"].tolist(), predictions.texts[name],
+                                   row_languages(sets[name], language))
+             for name in ("validation", "heldout_select") if name in sets}
     return errors, edits
 
 
@@ -174,7 +189,9 @@ def choose(scored: list[Scored], base: dict[str, float], start: dict[str, float]
            budget: float, edits: dict[str, list[tuple[int, int]]] | None = None,
            confidence: float = 0.9,
            fill_heldout: Callable[[Scored], Scored] | None = None,
-           languages: dict[str, list[int]] | None = None) -> tuple[list[Scored], Scored]:
+           languages: dict[str, list[int]] | None = None,
+           validation_edits: dict[str, Edits] | None = None,
+           validation_confidence: float = 0.0) -> tuple[list[Scored], Scored]:
     """Mark each candidate's budget check and return the winner (see module docstring).
 
     With per-utterance ``edits`` on the held-out selection half (candidate names, ``base``
@@ -184,7 +201,10 @@ def choose(scored: list[Scored], base: dict[str, float], start: dict[str, float]
     worse". A held-out half of several languages (``languages``: each one's utterance
     indices) must stay within the budget in each language too: a model may not buy an
     English gain with a Mandarin loss. Without edits the ratios themselves are compared.
-    Ties in validation error go to the smaller ``a`` (closer to the start model). Without a
+    Ties in validation error go to the smaller ``a`` (closer to the start model); with
+    per-utterance ``validation_edits`` (candidate names) a tie is any candidate whose errors
+    exceed the best one's in fewer than ``validation_confidence`` of paired bootstrap
+    resamples of the validation utterances (0: exact ties only). Without a
     held-out set nothing can be checked: every candidate is within budget. Without a
     validation set the candidate with the most fine-tuning within budget wins.
 
@@ -193,6 +213,7 @@ def choose(scored: list[Scored], base: dict[str, float], start: dict[str, float]
     in that order, so candidates after the winner are never decoded (marked ``None``: not
     checked), and the choice is the one of scoring them all.
     """
+    scored = _mark_ties(scored, validation_edits, validation_confidence)
     marked = {s.name: s for s in scored}
     checked: set[str] = set()
     winner = None
@@ -214,9 +235,27 @@ def choose(scored: list[Scored], base: dict[str, float], start: dict[str, float]
     return list(marked.values()), winner
 
 
-def rank(s: Scored) -> tuple[float, float]:
-    """The winner's order: lowest validation error first, then the smaller ``a``."""
-    return (s.validation if s.validation is not None else -s.a, s.a)
+def _mark_ties(scored: list[Scored], edits: dict[str, Edits] | None,
+               confidence: float) -> list[Scored]:
+    """``scored`` with ``ties_best`` set where validation edits allow the comparison."""
+    if not edits or not confidence:
+        return scored
+    best = min((s for s in scored if s.name in edits and s.validation is not None),
+               key=rank, default=None)
+    if best is None:
+        return scored
+    return [replace(s, ties_best=s.name == best.name or bootstrap_share_worse(
+                edits[s.name], edits[best.name]) < confidence) if s.name in edits else s
+            for s in scored]
+
+
+def rank(s: Scored) -> tuple[int, float, float]:
+    """The winner's order: candidates tied with the best validation error (``ties_best``)
+    first, the smallest ``a`` of them first; then the lowest validation error, then the
+    smaller ``a``."""
+    if s.ties_best:
+        return (0, s.a, s.validation)
+    return (1, s.validation if s.validation is not None else -s.a, s.a)
 
 
 def mark(s: Scored, base: dict[str, float], start: dict[str, float], budget: float,
@@ -278,7 +317,9 @@ def guard_round(
     """
     sets = {name: frame for name, frame in sets.items() if name in SCORED_SETS}
     base, base_edits = _errors(sets, load_predictions(sets, baseline_dir), language)
-    edits = {"base": base_edits} if base_edits is not None else None
+    held = base_edits.get("heldout_select")
+    edits = {"base": held} if held is not None else None
+    validation_edits: dict[str, Edits] = {}
     heldout = {name: frame for name, frame in sets.items() if name == "heldout_select"}
     in_domain = {name: frame for name, frame in sets.items() if name not in heldout}
     if not heldout:
@@ -292,8 +333,10 @@ def guard_round(
         def score(candidate: Candidate, named: dict[str, pd.DataFrame]) -> dict[str, float]:
             errors, candidate_edits = _errors(named, transcribe_sets(
                 named, models[candidate.name], language, task, evaluate), language)
-            if edits is not None and candidate_edits is not None:
-                edits[candidate.name] = candidate_edits
+            if edits is not None and "heldout_select" in candidate_edits:
+                edits[candidate.name] = candidate_edits["heldout_select"]
+            if "validation" in candidate_edits:
+                validation_edits[candidate.name] = candidate_edits["validation"]
             return errors
 
         listed = candidates(train_dir, params)
@@ -301,7 +344,9 @@ def guard_round(
             if candidate.a == 0 and base_is_start:
                 errors = base
                 if edits is not None:
-                    edits["start"] = edits[candidate.name] = base_edits
+                    edits["start"] = edits[candidate.name] = held
+                if "validation" in base_edits:
+                    validation_edits[candidate.name] = base_edits["validation"]
             else:
                 models[candidate.name] = _ct2_candidate(candidate, start_dir, train_dir,
                                                         Path(tmp))
@@ -324,7 +369,8 @@ def guard_round(
         marked, winner = choose(scored, base, start,
                                 params.max_heldout_regression, edits,
                                 params.heldout_confidence, fill_heldout if heldout else None,
-                                language_rows(heldout.get("heldout_select"), language))
+                                language_rows(heldout.get("heldout_select"), language),
+                                validation_edits, params.validation_confidence)
     if winner.a == 0:
         log.warning("guard %s: NO fine-tuned candidate kept the held-out error within %.0f %% "
                     "of the base and start models: round %s hands on its START MODEL unchanged",

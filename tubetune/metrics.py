@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
+from typing import Any
 
 import jiwer
 
@@ -142,6 +143,18 @@ def set_error_rates(refs: Sequence[str], hyps: Sequence[str],
     )
 
 
+def _resampled_errors(candidate: Sequence[tuple[int, int]],
+                      reference: Sequence[tuple[int, int]], resamples: int,
+                      seed: int) -> tuple[Any, Any]:
+    """Candidate and reference error totals over paired bootstrap resamples of utterances."""
+    import numpy as np
+
+    cand = np.array([e for e, _ in candidate], dtype=float)
+    ref = np.array([e for e, _ in reference], dtype=float)
+    picks = np.random.default_rng(seed).integers(0, len(ref), size=(resamples, len(ref)))
+    return cand[picks].sum(axis=1), ref[picks].sum(axis=1)
+
+
 def bootstrap_ratio_quantile(candidate: Sequence[tuple[int, int]],
                              reference: Sequence[tuple[int, int]], quantile: float,
                              resamples: int = 2000, seed: int = 0) -> float:
@@ -150,15 +163,20 @@ def bootstrap_ratio_quantile(candidate: Sequence[tuple[int, int]],
     comparison rests on. Deterministic for a seed; inf where the reference makes no error."""
     import numpy as np
 
-    cand = np.array([e for e, _ in candidate], dtype=float)
-    ref = np.array([e for e, _ in reference], dtype=float)
-    rng = np.random.default_rng(seed)
-    picks = rng.integers(0, len(ref), size=(resamples, len(ref)))
-    cand_sum, ref_sum = cand[picks].sum(axis=1), ref[picks].sum(axis=1)
+    cand_sum, ref_sum = _resampled_errors(candidate, reference, resamples, seed)
     with np.errstate(divide="ignore", invalid="ignore"):
         ratios = np.where(ref_sum > 0, cand_sum / ref_sum,
                           np.where(cand_sum > 0, np.inf, 1.0))
     return float(np.quantile(ratios, quantile))
+
+
+def bootstrap_share_worse(candidate: Sequence[tuple[int, int]],
+                          reference: Sequence[tuple[int, int]], resamples: int = 2000,
+                          seed: int = 0) -> float:
+    """Share of paired bootstrap resamples of the utterances in which the candidate makes more
+    errors than the reference: how sure one can be that it is really worse (deterministic)."""
+    cand_sum, ref_sum = _resampled_errors(candidate, reference, resamples, seed)
+    return float((cand_sum > ref_sum).mean())
 
 
 def utterance_error_rate(ref: str, hyp: str, language: str | None) -> float | None:
