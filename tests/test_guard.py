@@ -206,6 +206,11 @@ def test_a_validation_score_not_really_worse_than_the_best_goes_to_the_smaller_a
     _, outright = choose(scored, BASE, BASE, budget=0.05, validation_edits=val,
                          validation_confidence=0)
     assert outright.name == "a=1"  # 0: the best validation score wins, as before
+    # The start model is never a tie, even when no fine-tuned candidate is really better.
+    close = [Scored("start", 0, 1.0, 10), scored[2]]
+    _, winner = choose(close, BASE, BASE, budget=0.05, validation_confidence=0.9,
+                       validation_edits={"start": [(1, 10)] + [(0, 10)] * 11, "a=1": val["a=1"]})
+    assert winner.name == "a=1"
     # A tie out of the held-out budget does not win: the next tie (the best) does.
     over = [scored[0], replace(scored[1], heldout_select=12.0), scored[2]]
     _, winner = choose(over, BASE, BASE, budget=0.05, validation_edits=val,

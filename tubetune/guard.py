@@ -27,7 +27,8 @@ warning. The held-out half used here is never the one `evaluate` reports.
 exceed the best one's in fewer than ``validation_confidence`` of paired bootstrap resamples
 is not really worse (one error against three on a short validation set is a coin flip),
 and among those ties the one closest to the start model (the smallest ``a``) ranks first:
-it changed least, so it has the least to forget where nothing was measured.
+it changed least, so it has the least to forget where nothing was measured. The start model
+itself is never a tie.
 """
 
 from __future__ import annotations
@@ -242,10 +243,11 @@ def _mark_ties(scored: list[Scored], edits: dict[str, Edits] | None,
         return scored
     best = min((s for s in scored if s.name in edits and s.validation is not None),
                key=rank, default=None)
-    if best is None:
+    if best is None or best.a == 0:  # no fine-tuned candidate beats the start: no ties
         return scored
-    return [replace(s, ties_best=s.name == best.name or bootstrap_share_worse(
-                edits[s.name], edits[best.name]) < confidence) if s.name in edits else s
+    # The start model never ties: a round hands it on only when nothing else may go.
+    return [replace(s, ties_best=s.a > 0 and (s.name == best.name or bootstrap_share_worse(
+                edits[s.name], edits[best.name]) < confidence)) if s.name in edits else s
             for s in scored]
 
 
