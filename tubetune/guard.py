@@ -187,7 +187,7 @@ def _scored(name: str, a: float, errors: dict[str, float]) -> Scored:
 
 
 def choose(scored: list[Scored], base: dict[str, float], start: dict[str, float],
-           budget: float, edits: dict[str, list[tuple[int, int]]] | None = None,
+           budget: float, edits: dict[str, Edits] | None = None,
            confidence: float = 0.9,
            fill_heldout: Callable[[Scored], Scored] | None = None,
            languages: dict[str, list[int]] | None = None,
@@ -261,7 +261,7 @@ def rank(s: Scored) -> tuple[int, float, float]:
 
 
 def mark(s: Scored, base: dict[str, float], start: dict[str, float], budget: float,
-         edits: dict[str, list[tuple[int, int]]] | None, confidence: float,
+         edits: dict[str, Edits] | None, confidence: float,
          languages: dict[str, list[int]] | None = None) -> Scored:
     """``s`` with its ratios to the base and start models and its budget check."""
     vs_base = vs_start = upper_base = upper_start = by_language = None
@@ -319,9 +319,15 @@ def guard_round(
     """
     sets = {name: frame for name, frame in sets.items() if name in SCORED_SETS}
     base, base_edits = _errors(sets, load_predictions(sets, baseline_dir), language)
-    held = base_edits.get("heldout_select")
-    edits = {"base": held} if held is not None else None
-    validation_edits: dict[str, Edits] = {}
+    # per set (validation, heldout_select), each model's per-utterance edits: "base" and
+    # the candidates, whose start model is named "start"
+    edits: dict[str, dict[str, Edits]] = {"validation": {}, "heldout_select": {}}
+
+    def keep(name: str, model_edits: dict[str, Edits]) -> None:
+        for set_name, per_utterance in model_edits.items():
+            edits[set_name][name] = per_utterance
+
+    keep("base", base_edits)
     heldout = {name: frame for name, frame in sets.items() if name == "heldout_select"}
     in_domain = {name: frame for name, frame in sets.items() if name not in heldout}
     if not heldout:
@@ -335,28 +341,20 @@ def guard_round(
         def score(candidate: Candidate, named: dict[str, pd.DataFrame]) -> dict[str, float]:
             errors, candidate_edits = _errors(named, transcribe_sets(
                 named, models[candidate.name], language, task, evaluate), language)
-            if edits is not None and "heldout_select" in candidate_edits:
-                edits[candidate.name] = candidate_edits["heldout_select"]
-            if "validation" in candidate_edits:
-                validation_edits[candidate.name] = candidate_edits["validation"]
+            keep(candidate.name, candidate_edits)
             return errors
 
         listed = candidates(train_dir, params)
         for candidate in listed:
             if candidate.a == 0 and base_is_start:
                 errors = base
-                if edits is not None:
-                    edits["start"] = edits[candidate.name] = held
-                if "validation" in base_edits:
-                    validation_edits[candidate.name] = base_edits["validation"]
+                keep(candidate.name, base_edits)
             else:
                 models[candidate.name] = _ct2_candidate(candidate, start_dir, train_dir,
                                                         Path(tmp))
                 errors = score(candidate, in_domain)
                 if candidate.a == 0 and heldout:  # the reference of every held-out ratio
                     errors |= score(candidate, heldout)
-                    if edits is not None:
-                        edits["start"] = edits[candidate.name]
             if candidate.a == 0:
                 start = errors
             scored.append(_scored(candidate.name, candidate.a, errors))
@@ -369,10 +367,10 @@ def guard_round(
             return replace(s, heldout_select=errors["heldout_select"])
 
         marked, winner = choose(scored, base, start,
-                                params.max_heldout_regression, edits,
+                                params.max_heldout_regression, edits["heldout_select"] or None,
                                 params.heldout_confidence, fill_heldout if heldout else None,
                                 language_rows(heldout.get("heldout_select"), language),
-                                validation_edits, params.validation_confidence)
+                                edits["validation"], params.validation_confidence)
     if winner.a == 0:
         log.warning("guard %s: NO fine-tuned candidate kept the held-out error within %.0f %% "
                     "of the base and start models: round %s hands on its START MODEL unchanged",
