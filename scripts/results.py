@@ -1,4 +1,5 @@
-"""Print the pipeline's headline results (metrics/headline.json) as a short table.
+"""Print the pipeline's headline results (metrics/headline.json) as a short table, and
+how far each set's change could be luck (metrics/eval.json beside it).
 
     python scripts/results.py [metrics/headline.json]
 """
@@ -9,7 +10,7 @@ import json
 import sys
 from pathlib import Path
 
-from tubetune.evaluation import render_headline
+from tubetune.evaluation import render_headline, render_intervals
 
 
 def main(argv: list[str]) -> int:
@@ -18,6 +19,8 @@ def main(argv: list[str]) -> int:
         print(f"{path}: not found; run `dvc repro` first", file=sys.stderr)
         return 1
     print(render_headline(json.loads(path.read_text())))
+    if (full := path.with_name("eval.json")).is_file():
+        print(render_intervals(json.loads(full.read_text())))
     return 0
 
 

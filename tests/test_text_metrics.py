@@ -137,6 +137,14 @@ def test_saved_baseline_predictions_are_scored_and_stale_ones_refused(tmp_path) 
     assert metrics["baseline"]["wer"] == 16.67  # 1 of 6 words, rounded to 2 places
     assert metrics["finetuned"]["wer"] == 0 and metrics["finetuned"]["rtf"] == 0.2
     assert metrics["finetuned"]["relative_wer_change_pct"] == -100
+    # 2 test utterances: a resample of only the first holds no error of either model (ratio
+    # 1); the others 0. A set of one utterance (long-form) gets no interval.
+    assert metrics["finetuned"]["vs_base"] == 0 and metrics["finetuned"]["vs_base_90"] == [0, 1]
+    assert "vs_base_90" not in metrics["finetuned"]["longform_sequential"]
+    from tubetune.evaluation import render_intervals
+
+    assert render_intervals(metrics) == (
+        "test: 0.00x the base's errors (90 % interval 0.00-1.00, 2 utterances)")
     assert metrics["baseline"]["longform_sequential"]["timestamp_share"] == 0.75
     assert metrics["finetuned"]["longform_sequential"]["timestamp_share"] == 1.0
     assert json.loads((tmp_path / "eval.json").read_text()) == metrics

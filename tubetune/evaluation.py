@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -27,7 +28,12 @@ from tubetune.constants import SAMPLE_RATE
 from tubetune.engines import FasterWhisperTranscriber, pick_beam_size
 from tubetune.errors import StageError
 from tubetune.fsutil import atomic_path, atomic_write_text
-from tubetune.metrics import set_error_rates, utterance_error_rate
+from tubetune.metrics import (
+    bootstrap_ratio_quantile,
+    set_error_rates,
+    utterance_edits,
+    utterance_error_rate,
+)
 from tubetune.params import EvaluateParams
 from tubetune.split import LONGFORM_CSV, external_rows
 
@@ -251,10 +257,13 @@ def evaluate_models(
     rows = {
         name: frame.assign(set=name)[PREDICTION_COLUMNS].copy() for name, frame in sets.items()
     }
+    edits: dict[str, dict[str, list[tuple[int, int]]]] = {}
     for model_name, prediction in predictions.items():
         for set_name, frame in sets.items():
             hyps = prediction.texts[set_name]
             rows[set_name][model_name] = hyps
+            edits.setdefault(model_name, {})[set_name] = utterance_edits(
+                frame["text"].tolist(), hyps, row_languages(frame, language))
             rows[set_name][f"{model_name}_error"] = [
                 utterance_error_rate(r.text, h, r.language or language)
                 for r, h in zip(frame.itertuples(index=False), hyps, strict=True)
@@ -274,6 +283,7 @@ def evaluate_models(
                      rates["wer"], rates["cer"], rates["rtf"],
                      f" MER {rates['mer']:.2f}" if "mer" in rates else "")
     _relative_changes(metrics, [m for m in predictions if m != "baseline"])
+    _ratio_intervals(metrics, edits)
     with atomic_path(predictions_path) as tmp_csv:
         pd.concat(rows.values()).to_csv(tmp_csv, index=False, lineterminator="\n")
     atomic_write_text(metrics_path, json.dumps(metrics, indent=2) + "\n")
@@ -299,6 +309,27 @@ def _relative_changes(metrics: dict[str, dict], tuned: list[str]) -> None:
                         rates[f"relative_{key}_change_pct"] = round(
                             (rates[key] - base[set_name][key]) / base[set_name][key] * 100, 2
                         )
+
+
+def _ratio_intervals(metrics: dict[str, dict],
+                     edits: dict[str, dict[str, list[tuple[int, int]]]]) -> None:
+    """Add ``vs_base`` (errors / the baseline's errors) and ``vs_base_90`` (its 5 % and 95 %
+    quantiles over paired bootstrap resamples of the utterances) to each fine-tuned model on
+    each set of several utterances: how large a difference the set's size can tell from
+    luck. None for a bound where a resample holds no baseline error."""
+    base = edits.get("baseline")
+    if not base:
+        return
+    for name, per_set in edits.items():
+        for set_name, per_utterance in per_set.items():
+            reference = base[set_name]
+            errors = sum(e for e, _ in reference)
+            if name == "baseline" or len(reference) < 2 or not errors:
+                continue
+            scores = metrics[name] if set_name == "test" else metrics[name][set_name]
+            scores["vs_base"] = round(sum(e for e, _ in per_utterance) / errors, 3)
+            bounds = (bootstrap_ratio_quantile(per_utterance, reference, q) for q in (0.05, 0.95))
+            scores["vs_base_90"] = [round(b, 3) if math.isfinite(b) else None for b in bounds]
 
 
 HEADLINE_SETS = {"test": "test", "heldout": "heldout", "longform": "longform_sequential"}
@@ -343,6 +374,20 @@ def render_headline(summary: dict[str, float | str]) -> str:
     extra = [f"{k.replace('_', ' ')}: {v}" for k, v in summary.items()
              if not k.endswith("_base") and f"{k}_base" not in summary]
     return "\n".join(lines + extra)
+
+
+def render_intervals(metrics: dict[str, dict], model: str = "finetuned") -> str:
+    """One line per set: ``model``'s errors as a multiple of the base's, with the 90 %
+    bootstrap interval (see ``_ratio_intervals``), so a small set's change reads as such."""
+    lines = []
+    for set_name, scores in [("test", metrics.get(model, {})),
+                             *metrics.get(model, {}).items()]:
+        if isinstance(scores, dict) and "vs_base_90" in scores:
+            low, high = (f"{b:.2f}" if b is not None else "?" for b in scores["vs_base_90"])
+            lines.append(f"{set_name}: {scores['vs_base']:.2f}x the base's errors (90 % "
+                         f"interval {low}-{high}, {metrics['sets'][set_name]['utterances']} "
+                         "utterances)")
+    return "\n".join(lines)
 
 
 def comparison_table(metrics: dict[str, dict], path: Path) -> None:
