@@ -28,12 +28,7 @@ from tubetune.constants import SAMPLE_RATE
 from tubetune.engines import FasterWhisperTranscriber, pick_beam_size
 from tubetune.errors import StageError
 from tubetune.fsutil import atomic_path, atomic_write_text
-from tubetune.metrics import (
-    bootstrap_ratio_quantile,
-    set_error_rates,
-    utterance_edits,
-    utterance_error_rate,
-)
+from tubetune.metrics import Edits, bootstrap_ratio_quantile, set_error_rates, utterance_edits
 from tubetune.params import EvaluateParams
 from tubetune.split import LONGFORM_CSV, external_rows
 
@@ -257,17 +252,15 @@ def evaluate_models(
     rows = {
         name: frame.assign(set=name)[PREDICTION_COLUMNS].copy() for name, frame in sets.items()
     }
-    edits: dict[str, dict[str, list[tuple[int, int]]]] = {}
+    edits: dict[str, dict[str, Edits]] = {}
     for model_name, prediction in predictions.items():
         for set_name, frame in sets.items():
             hyps = prediction.texts[set_name]
             rows[set_name][model_name] = hyps
-            edits.setdefault(model_name, {})[set_name] = utterance_edits(
+            per_utterance = edits.setdefault(model_name, {})[set_name] = utterance_edits(
                 frame["text"].tolist(), hyps, row_languages(frame, language))
-            rows[set_name][f"{model_name}_error"] = [
-                utterance_error_rate(r.text, h, r.language or language)
-                for r, h in zip(frame.itertuples(index=False), hyps, strict=True)
-            ]
+            rows[set_name][f"{model_name}_error"] = [  # None for an empty reference
+                round(100.0 * (e / n), 2) if n else None for e, n in per_utterance]
             rates = {**set_error_rates(frame["text"].tolist(), hyps,
                                        row_languages(frame, language)).as_dict(),
                      "rtf": round(prediction.rtf[set_name], 3)}
@@ -311,8 +304,7 @@ def _relative_changes(metrics: dict[str, dict], tuned: list[str]) -> None:
                         )
 
 
-def _ratio_intervals(metrics: dict[str, dict],
-                     edits: dict[str, dict[str, list[tuple[int, int]]]]) -> None:
+def _ratio_intervals(metrics: dict[str, dict], edits: dict[str, dict[str, Edits]]) -> None:
     """Add ``vs_base`` (errors / the baseline's errors) and ``vs_base_90`` (its 5 % and 95 %
     quantiles over paired bootstrap resamples of the utterances) to each fine-tuned model on
     each set of several utterances: how large a difference the set's size can tell from

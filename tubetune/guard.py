@@ -46,6 +46,7 @@ import pandas as pd
 from tubetune.evaluation import Predictions, load_predictions, row_languages, transcribe_sets
 from tubetune.fsutil import atomic_path, atomic_write_text
 from tubetune.metrics import (
+    Edits,
     bootstrap_ratio_quantile,
     bootstrap_share_worse,
     set_error_rates,
@@ -149,9 +150,6 @@ def write_candidate(candidate: Candidate, start_dir: Path, train_dir: Path, out:
                    else tuned[k] for k in start}
     save_file({k: v.contiguous() for k, v in weights.items()}, out / WEIGHTS,
               metadata={"format": "pt"})
-
-
-Edits = list[tuple[int, int]]  # per utterance: (errors, reference length)
 
 
 def _errors(sets: dict[str, pd.DataFrame], predictions: Predictions,

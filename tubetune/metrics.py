@@ -88,8 +88,11 @@ def error_rates(refs: Sequence[str], hyps: Sequence[str], language: str | None) 
     )
 
 
+Edits = list[tuple[int, int]]  # per utterance: (errors, reference units)
+
+
 def utterance_edits(refs: Sequence[str], hyps: Sequence[str],
-                    languages: Sequence[str | None]) -> list[tuple[int, int]]:
+                    languages: Sequence[str | None]) -> Edits:
     """(edits, reference units) of each utterance at its language's primary unit (one
     language per utterance); (0, 0) for an empty reference. Summed, they give the corpus
     error rate; resampled, its uncertainty."""
