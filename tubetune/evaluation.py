@@ -8,6 +8,8 @@ different kind catches a model that got better on its own domain by forgetting e
 else. Long-form sets transcribe whole test videos through the project's own long-form path
 (:func:`tubetune.transcribe.transcribe_long`): cut at pauses by VAD (what serve does) and
 decoded window by window (what decoders without VAD do, which depends on timestamps).
+Utterances are decoded on every CPU core at once (:class:`Decoder`), with the transcripts of
+one model decoding them in order.
 """
 
 from __future__ import annotations
@@ -15,8 +17,10 @@ from __future__ import annotations
 import json
 import logging
 import math
+import os
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -25,7 +29,13 @@ from tqdm import tqdm
 
 from tubetune.audio import load_audio
 from tubetune.constants import SAMPLE_RATE
-from tubetune.engines import FasterWhisperTranscriber, pick_beam_size
+from tubetune.engines import (
+    DecodeOptions,
+    FasterWhisperTranscriber,
+    FirstPass,
+    pick_beam_size,
+    pick_device,
+)
 from tubetune.errors import StageError
 from tubetune.fsutil import atomic_path, atomic_write_text
 from tubetune.metrics import Edits, bootstrap_ratio_quantile, set_error_rates, utterance_edits
@@ -38,20 +48,86 @@ PREDICTION_COLUMNS = ["set", "path", "source", "item", "start_ms", "end_ms", "re
 LONGFORM_MODES = {"longform_vad": True, "longform_sequential": False}  # set -> VAD filter
 
 
+MAX_WINDOW_S = 30.0  # longer utterances span several windows: decoded whole, in order
+
+
+class Decoder:
+    """One model's evaluation decodes: utterances on every CPU core at once, with the
+    transcripts that one model decoding them in order gives.
+
+    A decode at temperature 0 draws no random numbers, so first passes run on ``workers``
+    single-threaded CTranslate2 replicas sharing the weights (as pseudo-labelling does,
+    :mod:`tubetune.sharding`; one thread per core beats one model's threads on short clips).
+    What may sample (an utterance whose first pass asks for Whisper's temperature fallback,
+    one longer than a window, every long-form video) goes to one seeded single-replica model,
+    in set and row order: its draws are then a sequential decoder's, draw for draw. On GPU
+    there is one model (``workers`` 1), as before.
+    """
+
+    def __init__(self, ct2_dir: Path, params: EvaluateParams, workers: int | str = "auto"):
+        from tubetune.sharding import TeacherSpec, auto_workers, gpu_count
+
+        spec = TeacherSpec("faster-whisper", ct2_dir, ct2_dir, params.device,
+                           params.compute_type)
+        if workers == "auto":
+            workers = 1 if gpu_count(spec) else auto_workers(spec, os.cpu_count() or 1)
+        self.workers = int(workers)
+        self.ct2_dir, self.params = ct2_dir, params
+        self.device = pick_device(params.device)
+        self._sequential: FasterWhisperTranscriber | None = None
+        self._parallel: FasterWhisperTranscriber | None = None
+
+    @property
+    def sequential(self) -> FasterWhisperTranscriber:
+        """The seeded single-replica model (loaded on first use)."""
+        if self._sequential is None:
+            self._sequential = FasterWhisperTranscriber(self.ct2_dir, self.device,
+                                                        self.params.compute_type)
+        return self._sequential
+
+    @property
+    def parallel(self) -> FasterWhisperTranscriber:
+        """``workers`` single-threaded replicas (the sequential model when ``workers`` is 1)."""
+        if self.workers == 1:
+            return self.sequential
+        if self._parallel is None:
+            self._parallel = FasterWhisperTranscriber(self.ct2_dir, self.device,
+                                                      self.params.compute_type, cpu_threads=1,
+                                                      replicas=self.workers)
+        return self._parallel
+
+
 def transcribe_manifest(
-    frame: pd.DataFrame, model: FasterWhisperTranscriber, language: str, task: str,
-    beam_size: int,
+    frame: pd.DataFrame, decoder: Decoder, language: str, task: str, beam_size: int,
 ) -> tuple[list[str], float]:
-    """Transcripts of every row's audio and the real-time factor of doing so."""
-    texts, busy, samples = [], 0.0, 0
-    for row in tqdm(frame.itertuples(index=False), total=len(frame), desc="evaluate"):
+    """Transcripts of every row's audio and the real-time factor (wall time) of making them."""
+    started = time.perf_counter()
+    rows = list(frame.itertuples(index=False))
+    options = [DecodeOptions(row.language or language, task, beam_size) for row in rows]
+    model = decoder.parallel
+
+    def first(i: int) -> tuple[int, FirstPass | None]:
+        audio = load_audio(Path(rows[i].path))
+        if len(audio) > MAX_WINDOW_S * SAMPLE_RATE:  # each window may fall back: sequential
+            return len(audio), None
+        return len(audio), model.first_pass([audio], options[i])[0]
+
+    with ThreadPoolExecutor(decoder.workers) as pool:
+        firsts = list(tqdm(pool.map(first, range(len(rows))), total=len(rows),
+                           desc="evaluate"))
+    texts = []
+    for row, option, (_, first_pass) in zip(rows, options, firsts, strict=True):
+        if first_pass is not None and not first_pass.retry:
+            texts.append(first_pass.transcript.text)
+            continue
         audio = load_audio(Path(row.path))
-        samples += len(audio)
-        started = time.perf_counter()
-        result = model.transcribe(audio, row.language or language, task, beam_size)
-        busy += time.perf_counter() - started
-        texts.append(result.text)
-    return texts, busy / ((samples / SAMPLE_RATE) or 1.0)
+        if first_pass is None:
+            transcript = decoder.sequential.transcribe(audio, option.language, task, beam_size)
+        else:
+            transcript = decoder.sequential.retry(audio, first_pass, option)
+        texts.append(transcript.text)
+    seconds = sum(samples for samples, _ in firsts) / SAMPLE_RATE
+    return texts, (time.perf_counter() - started) / (seconds or 1.0)
 
 
 def _ct2_dir(model: Path, workdir: Path) -> Path:
@@ -169,25 +245,26 @@ def _longform_mode(name: str) -> bool | None:
 
 def transcribe_sets(
     sets: dict[str, pd.DataFrame], model_dir: Path, language: str, task: str,
-    params: EvaluateParams,
+    params: EvaluateParams, workers: int | str = "auto",
 ) -> Predictions:
-    """One model's transcripts of every set (utterances one by one, long-form sets whole)."""
+    """One model's transcripts of every set (utterances on ``workers`` replicas, see
+    :class:`Decoder`; long-form sets whole)."""
     from tubetune.transcribe import transcribe_long
 
     out = Predictions()
     with tempfile.TemporaryDirectory(prefix="tubetune-eval-") as tmp:
-        model = FasterWhisperTranscriber(_ct2_dir(model_dir, Path(tmp)), params.device,
-                                         params.compute_type)
-        beam_size = pick_beam_size(params.beam_size, model.device)
+        decoder = Decoder(_ct2_dir(model_dir, Path(tmp)), params, workers)
+        beam_size = pick_beam_size(params.beam_size, decoder.device)
         for name, frame in sets.items():
             vad = _longform_mode(name)
             if vad is None:
                 out.texts[name], out.rtf[name] = transcribe_manifest(
-                    frame, model, language, task, beam_size)
+                    frame, decoder, language, task, beam_size)
                 continue
             started, texts, windows = time.perf_counter(), [], []
+            model = decoder.sequential.model
             for row in frame.itertuples(index=False):
-                result = transcribe_long(model.model, row.path, row.language or language, task,
+                result = transcribe_long(model, row.path, row.language or language, task,
                                          beam_size, vad_filter=vad)
                 texts.append(result.text)
                 windows.append((result.windows, result.closed_windows))
