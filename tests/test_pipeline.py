@@ -345,7 +345,9 @@ def test_invalid_params_stop_the_run_naming_the_key(project: Path) -> None:
 
 def kill_inside(repo: Path, stage: str, script: str, after_s: float) -> None:
     """``dvc repro -f -s STAGE``, SIGKILLed (DVC and the stage) ``after_s`` seconds after the
-    stage's script started: as abrupt as a power cut."""
+    stage's script started: as abrupt as a power cut. The group is stopped first and killed only
+    while the script still runs; a script that already finished is let go, since a kill then
+    would land in DVC's own non-atomic rewrite of dvc.lock, which is DVC's to guard, not ours."""
     import os
     import signal
     import subprocess
@@ -358,11 +360,14 @@ def kill_inside(repo: Path, stage: str, script: str, after_s: float) -> None:
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                             start_new_session=True)
     deadline = time.monotonic() + 120
-    while not run(["pgrep", "-f", f"stages/{script}"], repo, check=False).stdout.strip():
+    mine = ["pgrep", "-g", str(proc.pid), "-f", f"stages/{script}"]  # not another test's run
+    while not run(mine, repo, check=False).stdout.strip():
         assert proc.poll() is None and time.monotonic() < deadline, f"{stage} never started"
         time.sleep(0.1)
     time.sleep(after_s)
-    os.killpg(proc.pid, signal.SIGKILL)
+    os.killpg(proc.pid, signal.SIGSTOP)
+    still_running = run(mine, repo, check=False).stdout.strip()
+    os.killpg(proc.pid, signal.SIGKILL if still_running else signal.SIGCONT)
     proc.wait()
 
 
