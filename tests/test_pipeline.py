@@ -146,9 +146,12 @@ def test_queued_experiments_finish_and_apply_restores_one(project: Path) -> None
     run(["dvc", "exp", "run", "--queue", "-S", "train.learning_rate=1e-5", "-S",
          "train.method=lora", "-n", "lr1e5"], project)
     run(["dvc", "exp", "run", "--queue", "split", "-S", "split.seed=7", "-n", "seed7"], project)
+    def start_queue() -> None:  # the worker runs in the background, holding its output
+        run(["dvc", "queue", "start", "-j", "1"], project, timeout=120, via_file=True)
+
     try:
-        run(["dvc", "queue", "start", "-j", "1"], project)  # workers run in the background
-        deadline = time.monotonic() + 900
+        start_queue()
+        deadline = time.monotonic() + 1200
         idle_since = None
         while re.search(r"\b(Queued|Running)\b", status := run(["dvc", "queue", "status"],
                                                                 project).stdout):
@@ -159,7 +162,7 @@ def test_queued_experiments_finish_and_apply_restores_one(project: Path) -> None
             stalled = "Running" not in status and "0 active, 0 idle" in status
             idle_since = (idle_since or time.monotonic()) if stalled else None
             if idle_since and time.monotonic() - idle_since > 30:
-                run(["dvc", "queue", "start", "-j", "1"], project)
+                start_queue()
                 idle_since = None
             time.sleep(3)
         logs = run(["dvc", "queue", "logs", "lr1e5"], project, check=False).stdout

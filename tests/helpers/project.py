@@ -6,6 +6,7 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import yaml
@@ -16,15 +17,25 @@ VENV_BIN = Path(sys.executable).parent
 
 def run(
     cmd: list[str], cwd: Path, check: bool = True, timeout: float = 900,
-    env: dict[str, str] | None = None,
+    env: dict[str, str] | None = None, via_file: bool = False,
 ) -> subprocess.CompletedProcess:
     """Run a command with the test's virtualenv first on PATH and ``cwd``'s own ``tubetune``
     package first on the import path (a project copy runs its own code); output captured as
-    text. ``env`` adds variables."""
+    text. ``env`` adds variables. ``via_file``: output goes through a temporary file, not
+    pipes, for a command that leaves a background process holding them open (DVC's queue
+    worker): through pipes, this call would wait for that process too."""
     env = {**os.environ, "PATH": f"{VENV_BIN}{os.pathsep}{os.environ.get('PATH', '')}",
            "PYTHONPATH": str(cwd), "TOKENIZERS_PARALLELISM": "false", "DVC_NO_ANALYTICS": "1",
            **(env or {})}
-    proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
+    if via_file:
+        with tempfile.TemporaryFile("w+") as out:
+            proc = subprocess.run(cmd, cwd=cwd, env=env, stdout=out, stderr=subprocess.STDOUT,
+                                  text=True, timeout=timeout)
+            out.seek(0)
+            proc.stdout, proc.stderr = out.read(), ""
+    else:
+        proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True,
+                              timeout=timeout)
     if check and proc.returncode != 0:
         raise AssertionError(
             f"{' '.join(cmd)} exited {proc.returncode}\n--- stdout\n{proc.stdout[-4000:]}"
