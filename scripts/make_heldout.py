@@ -35,6 +35,7 @@ sdists, and ``imageio-ffmpeg``. Usage::
 from __future__ import annotations
 
 import argparse
+import gzip
 import hashlib
 import logging
 import re
@@ -47,6 +48,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import soundfile as sf
 
 from tubetune.constants import SAMPLE_RATE
 
@@ -572,8 +574,6 @@ class Prompt:
 def prompt_transcripts(path: Path) -> dict[str, str]:
     """``core-sounds-<lang>.txt.gz``: ``key: text`` lines; a key given two different texts
     is dropped (which one was recorded?)."""
-    import gzip
-
     texts: dict[str, set[str]] = {}
     for line in gzip.decompress(path.read_bytes()).decode("utf-8-sig").splitlines():
         if not line.strip() or line.startswith(";") or ": " not in line:
@@ -588,8 +588,6 @@ def eligible_prompts(language: str, transcripts: dict[str, str], voice_dir: Path
     ``PROMPT_MIN_WORDS``+ words, ``PROMPT_MIN_S``-``PROMPT_LONGEST_S`` long, with nothing
     unspoken in the text (``UNSPOKEN``) and no damage (``DAMAGED``), one take per distinct
     text (the first key in sorted order)."""
-    import soundfile as sf
-
     prompts, seen = [], set()
     for key in sorted(transcripts):
         text, wav = transcripts[key], voice_dir / f"{key}.wav"
@@ -627,15 +625,13 @@ def pack_prompts(prompts: list[Prompt]) -> list[list[Prompt]]:
 def prompt_clips(roots: dict[str, Path]) -> list[tuple[str, list[Prompt], np.ndarray]]:
     """Per language in ``PROMPT_VOICES``, its packed clips as (language, prompts, 8 kHz
     samples with ``PROMPT_GAP_S`` of silence between prompts)."""
-    import soundfile as sf
-
+    gap = np.zeros(round(PROMPT_GAP_S * PROMPT_RATE), dtype=np.float32)
     out = []
     for language, voice in PROMPT_VOICES.items():
         doc = f"usr/share/doc/asterisk-core-sounds-{language}/core-sounds-{language}.txt.gz"
         voice_dir = roots[f"asterisk-{language}-wav"] / "usr/share/asterisk/sounds" / voice
         transcripts = prompt_transcripts(roots[f"asterisk-{language}"] / doc)
         for clip in pack_prompts(eligible_prompts(language, transcripts, voice_dir)):
-            gap = np.zeros(round(PROMPT_GAP_S * PROMPT_RATE), dtype=np.float32)
             parts = [sf.read(str(voice_dir / f"{p.key}.wav"), dtype="float32")[0] for p in clip]
             samples = np.concatenate([x for part in parts for x in (gap, part)][1:])
             out.append((language, clip, samples))
@@ -718,11 +714,11 @@ def build(out_dir: Path, phone_dir: Path, downloads: Path) -> list[dict[str, str
             encode_flac(samples, phone_dir / name, work, rate=PROMPT_RATE)
             voice = PROMPT_VOICES[language]
             phone_rows.append({"path": name, "text": " ".join(p.text for p in prompts),
-                         "language": language, "kind": f"human:asterisk-{language}",
-                         "condition": "telephone prompts, 8 kHz",
-                         "source": f"{ARCHIVES[f'asterisk-{language}-wav'].filename}:"
-                                   f"usr/share/asterisk/sounds/{voice}/"
-                                   + "+".join(p.key for p in prompts) + ".wav"})
+                               "language": language, "kind": f"human:asterisk-{language}",
+                               "condition": "telephone prompts, 8 kHz",
+                               "source": f"{ARCHIVES[f'asterisk-{language}-wav'].filename}:"
+                                         f"usr/share/asterisk/sounds/{voice}/"
+                                         + "+".join(p.key for p in prompts) + ".wav"})
     write_csv(out_dir / "heldout.csv", rows, out_dir)
     write_csv(phone_dir / "phone.csv", phone_rows, phone_dir)
     return rows + phone_rows

@@ -146,6 +146,7 @@ def test_queued_experiments_finish_and_apply_restores_one(project: Path) -> None
     run(["dvc", "exp", "run", "--queue", "-S", "train.learning_rate=1e-5", "-S",
          "train.method=lora", "-n", "lr1e5"], project)
     run(["dvc", "exp", "run", "--queue", "split", "-S", "split.seed=7", "-n", "seed7"], project)
+
     def start_queue() -> None:  # the worker runs in the background, holding its output
         run(["dvc", "queue", "start", "-j", "1"], project, timeout=120, via_file=True)
 
