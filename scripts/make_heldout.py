@@ -35,9 +35,11 @@ sdists, and ``imageio-ffmpeg``. Usage::
 from __future__ import annotations
 
 import argparse
+import csv
 import gzip
 import hashlib
 import logging
+import os
 import re
 import shutil
 import subprocess
@@ -57,6 +59,7 @@ LOG = logging.getLogger("make_heldout")
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_OUT_DIR = REPO_ROOT / "data" / "evalsets" / "heldout"
 DEFAULT_PHONE_DIR = REPO_ROOT / "data" / "evalsets" / "phone"
+DEFAULT_GENERAL_DIR = REPO_ROOT / "data" / "evalsets" / "general"
 SEED = 20240917
 """Master seed of the degradations; each clip derives its own from it and its index."""
 
@@ -638,6 +641,59 @@ def prompt_clips(roots: dict[str, Path]) -> list[tuple[str, list[Prompt], np.nda
     return out
 
 
+# ------------------------------------------------------------------ the pipeline's default
+
+PAIR_GAP_S, PAIR_MAX_S = 0.5, 28.0
+GENERAL_LANGUAGES = ("fr", "it", "ru")  # the phone prompts' languages other than English
+
+
+def read_rows(csv_path: Path) -> list[dict[str, str]]:
+    """A set's CSV rows as dicts (every field a string)."""
+    with csv_path.open(encoding="utf-8", newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def pair_rows(rows: list[dict[str, str]]) -> list[list[dict[str, str]]]:
+    """Each kind's clips in path order, two by two (an odd last one alone): fewer decodes
+    (a clip costs a full 30 s encoder window however short it is), and a kind of two or
+    more clips still lands in both held-out halves."""
+    by_kind: dict[str, list[dict[str, str]]] = {}
+    for row in sorted(rows, key=lambda r: (r["kind"], r["path"])):
+        by_kind.setdefault(row["kind"], []).append(row)
+    return [clips[i:i + 2] for clips in by_kind.values() for i in range(0, len(clips), 2)]
+
+
+def build_general(heldout_dir: Path, phone_dir: Path, general_dir: Path) -> list[dict[str, str]]:
+    """``general_dir``: the pipeline's default held-out set, derived from the two others
+    without any download. The English clips of ``heldout_dir`` joined in pairs of one kind
+    (``PAIR_GAP_S`` of silence between them, at most ``PAIR_MAX_S``), written as
+    ``en-NN.flac``, and the French, Italian and Russian prompts of ``phone_dir`` listed in
+    place (``../phone/...``): four languages, so English fine-tuning cannot buy its gain
+    with another language's loss unseen."""
+    general_dir.mkdir(parents=True, exist_ok=True)
+    for old in general_dir.glob("*.flac"):
+        old.unlink()
+    gap = np.zeros(round(PAIR_GAP_S * SAMPLE_RATE), dtype=np.float32)
+    rows: list[dict[str, str]] = []
+    with tempfile.TemporaryDirectory(prefix="make-heldout-") as tmp:
+        for i, pair in enumerate(pair_rows(read_rows(heldout_dir / "heldout.csv"))):
+            parts = [sf.read(str(heldout_dir / r["path"]), dtype="float32")[0] for r in pair]
+            samples = np.concatenate([x for part in parts for x in (gap, part)][1:])
+            if len(samples) > PAIR_MAX_S * SAMPLE_RATE:
+                raise RuntimeError(f"{[r['path'] for r in pair]}: longer than {PAIR_MAX_S} s")
+            name = f"en-{i:02d}.flac"
+            encode_flac(samples, general_dir / name, Path(tmp))
+            rows.append({"path": name, "text": " ".join(r["text"] for r in pair),
+                         "language": "en", "kind": pair[0]["kind"],
+                         "condition": " + ".join(r["condition"] for r in pair),
+                         "source": " + ".join(f"heldout/{r['path']}" for r in pair)})
+    phone = Path(os.path.relpath(phone_dir, general_dir)).as_posix()
+    rows += [dict(r, path=f"{phone}/{r['path']}") for r in read_rows(phone_dir / "phone.csv")
+             if r["language"] in GENERAL_LANGUAGES]
+    write_csv(general_dir / "general.csv", rows, general_dir, max_s=PAIR_MAX_S)
+    return rows
+
+
 # ---------------------------------------------------------------------------------- driver
 
 
@@ -663,13 +719,14 @@ def tool_versions() -> dict[str, str]:
     return versions
 
 
-def write_csv(path: Path, rows: list[dict[str, str]], folder: Path) -> None:
+def write_csv(path: Path, rows: list[dict[str, str]], folder: Path,
+              max_s: float = MAX_CLIP_S) -> None:
     """Check every clip's length and write the set's CSV."""
     for row in rows:
         duration = len(decode(folder / row["path"])) / SAMPLE_RATE
-        if not MIN_CLIP_S <= duration <= MAX_CLIP_S:
+        if not MIN_CLIP_S <= duration <= max_s:
             raise RuntimeError(f"{row['path']}: {duration:.2f} s is outside "
-                               f"{MIN_CLIP_S}-{MAX_CLIP_S} s")
+                               f"{MIN_CLIP_S}-{max_s} s")
     columns = ["path", "text", "language", "kind", "condition", "source"]
     lines = [",".join(columns)] + [",".join(csv_field(r[c]) for c in columns) for r in rows]
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
@@ -729,17 +786,23 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out-dir", type=Path, default=DEFAULT_OUT_DIR)
     parser.add_argument("--phone-dir", type=Path, default=DEFAULT_PHONE_DIR)
+    parser.add_argument("--general-dir", type=Path, default=DEFAULT_GENERAL_DIR)
+    parser.add_argument("--general-only", action="store_true",
+                        help="only derive the general set from the other two (no download)")
     parser.add_argument("--downloads", type=Path, default=None,
                         help="keep (and reuse) the fetched archives here; default: a temp dir")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    with tempfile.TemporaryDirectory(prefix="make-heldout-dl-") as tmp:
-        rows = build(args.out_dir, args.phone_dir, args.downloads or Path(tmp))
+    rows = []
+    if not args.general_only:
+        with tempfile.TemporaryDirectory(prefix="make-heldout-dl-") as tmp:
+            rows = build(args.out_dir, args.phone_dir, args.downloads or Path(tmp))
+    rows += build_general(args.out_dir, args.phone_dir, args.general_dir)
     kinds: dict[str, int] = {}
     for row in rows:
         kinds[row["kind"]] = kinds.get(row["kind"], 0) + 1
-    LOG.info("wrote %d clips to %s and %s: %s", len(rows), args.out_dir, args.phone_dir,
-             kinds)
+    LOG.info("wrote %d rows to %s, %s and %s: %s", len(rows), args.out_dir, args.phone_dir,
+             args.general_dir, kinds)
     return 0
 
 

@@ -71,3 +71,28 @@ def test_prompts_pack_into_bounded_clips_in_a_fixed_order() -> None:
     assert clips == mh.pack_prompts(list(reversed(prompts)))  # the order is the keys' hash
     used = [p.key for clip in clips for p in clip]
     assert len(used) == len(set(used))
+
+
+def test_clips_pair_within_their_kind_in_path_order() -> None:
+    rows = [{"path": f"c-{i}.flac", "kind": "b" if i % 2 else "a"} for i in range(7)]
+    pairs = [[r["path"] for r in pair] for pair in mh.pair_rows(rows)]
+    assert pairs == [["c-0.flac", "c-2.flac"], ["c-4.flac", "c-6.flac"],
+                     ["c-1.flac", "c-3.flac"], ["c-5.flac"]]
+
+
+def test_the_general_set_is_what_the_other_two_derive(tmp_path: Path) -> None:
+    # data/evalsets/general is built from heldout and phone without a download: rebuilding
+    # it gives the committed files byte for byte, and every English sentence is in it once.
+    evalsets = ROOT / "data/evalsets"
+    (tmp_path / "phone").symlink_to(evalsets / "phone")  # the phone rows point to ../phone
+    built = tmp_path / "general"
+    rows = mh.build_general(evalsets / "heldout", tmp_path / "phone", built)
+    committed = evalsets / "general"
+    assert sorted(p.name for p in built.iterdir()) == sorted(
+        p.name for p in committed.iterdir() if p.name != "README.md")
+    for path in built.iterdir():
+        assert path.read_bytes() == (committed / path.name).read_bytes(), path.name
+    english = mh.read_rows(evalsets / "heldout/heldout.csv")
+    joined = " ".join(r["text"] for r in rows if r["language"] == "en")
+    assert all(r["text"] in joined for r in english)
+    assert {r["language"] for r in rows} == {"en", "fr", "it", "ru"}
