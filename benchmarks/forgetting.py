@@ -12,7 +12,8 @@ WER are not, but it also rewards the punctuation and casing the training targets
 the sample it fell where the held-out WER rose (docs/results.md), so read it beside the WER,
 never instead of it. The configurations:
 
-- ``full``: every weight at the default learning rate, plus a lower and a higher one;
+- ``full``: every weight at the default learning rate (SpecAugment on, as by default, and
+  off), plus a lower and a higher one;
 - ``decoder``: ``freeze_encoder: true``;
 - ``lora``: ``method: lora`` (PEFT adapters merged into plain weights before export);
 - ``distill``: ``distill_weight`` (learning without forgetting: a share of the loss is the KL
@@ -55,6 +56,7 @@ def configurations(steps: int, base_lr: float) -> dict[str, dict]:
     """Name -> overrides of the pipeline's train params."""
     return {
         "full (default)": {"max_steps": steps},
+        "full, no SpecAugment": {"max_steps": steps, "spec_augment": False},
         f"full lr {base_lr / 3:.0e}": {"max_steps": steps, "learning_rate": base_lr / 3},
         f"full lr {base_lr * 3:.0e}": {"max_steps": steps, "learning_rate": base_lr * 3},
         "decoder only": {"max_steps": steps, "freeze_encoder": True},

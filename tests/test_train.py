@@ -67,8 +67,8 @@ def test_spec_augment_and_frozen_encoder_follow_params(workdir: Path) -> None:
     assert (config.apply_spec_augment, config.mask_time_prob, config.mask_feature_prob) == (
         True, 0.1, 0.02)
     assert not any(p.requires_grad for p in tuner.model.model.encoder.parameters())
-    assert FineTuner(workdir / "model", "en", "transcribe",
-                     TrainParams()).model.config.apply_spec_augment is False
+    assert FineTuner(workdir / "model", "en", "transcribe", TrainParams(
+        spec_augment=False)).model.config.apply_spec_augment is False
 
 
 def test_cpu_uses_fp32_and_refuses_fp16() -> None:

@@ -278,7 +278,7 @@ class TrainParams:
     weight_decay: float = 0.0
     timestamp_probability: float = 0.5  # share of targets (with known times) timestamped
     freeze_encoder: bool = False
-    spec_augment: bool = False
+    spec_augment: bool = True
     mask_time_prob: float = 0.05
     mask_feature_prob: float = 0.0
     distill_weight: float = 0.0  # share of the loss that keeps the start model's predictions
@@ -324,7 +324,7 @@ class EvaluateParams:
     beam_size: int | str = "auto"  # auto: greedy on CPU, 5 on GPU (like labels.beam_size)
     compute_type: str = "auto"
     device: str = "auto"
-    heldout: str | None = "data/evalsets/heldout/heldout.csv"  # the bundled set
+    heldout: str | None = "data/evalsets/general/general.csv"  # the bundled set
 
 
 @dataclass(frozen=True)
