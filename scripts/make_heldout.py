@@ -16,7 +16,10 @@ set has no espeak-ng at all:
   (MIT) sdists;
 * and, as a second set in ``data/evalsets/phone/``, professional telephone prompts in four
   languages (English, French, Italian, Russian): the Asterisk core sounds in Debian (CC BY-SA
-  3.0 and CC BY 3.0), chosen by rule and joined into clips of at most 18 s, kept at 8 kHz.
+  3.0 and CC BY 3.0), chosen by rule and joined into clips of at most 18 s, kept at 8 kHz;
+* and, derived from those two with no download, the pipeline's default held-out set in
+  ``data/evalsets/general/``: the English clips joined in pairs within each kind, and the
+  French, Italian and Russian prompts listed in place (``--general-only`` rebuilds just it).
 
 Every clip is written as mono 16-bit FLAC (16 kHz; the prompts 8 kHz) with the static ffmpeg
 of ``imageio-ffmpeg`` (bit-exact flags, no metadata), and listed in ``heldout.csv``
@@ -29,7 +32,8 @@ pocketsphinx test data and the Asterisk sounds, ``pip`` (and PyPI over HTTPS) to
 sdists, and ``imageio-ffmpeg``. Usage::
 
     python scripts/make_heldout.py [--out-dir data/evalsets/heldout]
-        [--phone-dir data/evalsets/phone] [--downloads DIR]
+        [--phone-dir data/evalsets/phone] [--general-dir data/evalsets/general]
+        [--general-only] [--downloads DIR]
 """
 
 from __future__ import annotations
