@@ -629,6 +629,11 @@ def pack_prompts(prompts: list[Prompt]) -> list[list[Prompt]]:
     return clips
 
 
+def join_with_gaps(parts: list[np.ndarray], gap: np.ndarray) -> np.ndarray:
+    """``parts`` one after another with ``gap`` (silence) between each two."""
+    return np.concatenate([x for part in parts for x in (gap, part)][1:])
+
+
 def prompt_clips(roots: dict[str, Path]) -> list[tuple[str, list[Prompt], np.ndarray]]:
     """Per language in ``PROMPT_VOICES``, its packed clips as (language, prompts, 8 kHz
     samples with ``PROMPT_GAP_S`` of silence between prompts)."""
@@ -640,7 +645,7 @@ def prompt_clips(roots: dict[str, Path]) -> list[tuple[str, list[Prompt], np.nda
         transcripts = prompt_transcripts(roots[f"asterisk-{language}"] / doc)
         for clip in pack_prompts(eligible_prompts(language, transcripts, voice_dir)):
             parts = [sf.read(str(voice_dir / f"{p.key}.wav"), dtype="float32")[0] for p in clip]
-            samples = np.concatenate([x for part in parts for x in (gap, part)][1:])
+            samples = join_with_gaps(parts, gap)
             out.append((language, clip, samples))
     return out
 
@@ -682,7 +687,7 @@ def build_general(heldout_dir: Path, phone_dir: Path, general_dir: Path) -> list
     with tempfile.TemporaryDirectory(prefix="make-heldout-") as tmp:
         for i, pair in enumerate(pair_rows(read_rows(heldout_dir / "heldout.csv"))):
             parts = [sf.read(str(heldout_dir / r["path"]), dtype="float32")[0] for r in pair]
-            samples = np.concatenate([x for part in parts for x in (gap, part)][1:])
+            samples = join_with_gaps(parts, gap)
             if len(samples) > PAIR_MAX_S * SAMPLE_RATE:
                 raise RuntimeError(f"{[r['path'] for r in pair]}: longer than {PAIR_MAX_S} s")
             name = f"en-{i:02d}.flac"
