@@ -282,11 +282,10 @@ def mark(s: Scored, base: dict[str, float], start: dict[str, float], budget: flo
                 edits[s.name], edits[ref], confidence), 3) for ref in ("base", "start"))
             ok = max(upper_base, upper_start) <= 1 + budget + 1e-9
             if languages and len(languages) > 1:
-                lowers = {lang: language_lower([edits[s.name][i] for i in rows], {
-                    ref: [edits[ref][i] for i in rows] for ref in ("base", "start")},
-                    confidence) for lang, rows in languages.items()}
+                lowers = {lang: language_lower([edits[s.name][i] for i in rows], edits, rows,
+                                               confidence) for lang, rows in languages.items()}
                 by_language = ", ".join(f"{k} {v:.3f}" for k, v in lowers.items())
-                ok = ok and max(lowers.values()) <= 1 + budget + 1e-9
+                ok = ok and not any(vetoes(lower, budget) for lower in lowers.values())
         else:
             ok = all(s.heldout_select <= (1 + budget) * ref["heldout_select"] + 1e-9
                      for ref in (base, start))
@@ -298,11 +297,19 @@ def mark(s: Scored, base: dict[str, float], start: dict[str, float], budget: flo
                    within_budget=ok)
 
 
-def language_lower(candidate: Edits, references: dict[str, Edits], confidence: float) -> float:
-    """How much worse than the worse of its ``references`` one language surely is: the
-    ``1 - confidence`` quantile of the error ratio over resamples of its utterances."""
-    return max(bootstrap_ratio_quantile(candidate, reference, 1 - confidence)
-               for reference in references.values())
+def language_lower(candidate: Edits, edits: dict[str, Edits], rows: list[int],
+                   confidence: float) -> float:
+    """How much worse than the worse of the base and start models one language surely is:
+    the ``1 - confidence`` quantile of the error ratio over resamples of its utterances.
+    ``candidate`` holds that language's edits only; ``edits`` the whole half's, by model,
+    of which ``rows`` are the language's."""
+    return max(bootstrap_ratio_quantile(candidate, [edits[ref][i] for i in rows],
+                                        1 - confidence) for ref in ("base", "start"))
+
+
+def vetoes(lower: float, budget: float) -> bool:
+    """Whether a language's sure-loss bound (:func:`language_lower`) rules a candidate out."""
+    return lower > 1 + budget + 1e-9
 
 
 def _ratio(value: float, reference: float) -> float | None:
@@ -391,10 +398,10 @@ def guard_round(
                     texts[i] = text
                 if len(order) > 1 and lang != order[-1]:
                     _, part_edits = _errors(part, found, language)
-                    lower = language_lower(part_edits["heldout_select"], {
-                        ref: [edits["heldout_select"][ref][i] for i in rows]
-                        for ref in ("base", "start")}, params.heldout_confidence)
-                    if lower > 1 + params.max_heldout_regression + 1e-9:
+                    lower = language_lower(part_edits["heldout_select"],
+                                           edits["heldout_select"], rows,
+                                           params.heldout_confidence)
+                    if vetoes(lower, params.max_heldout_regression):
                         log.info("guard %s: %s: %s %.3f x its reference or worse: vetoed, "
                                  "the other languages not decoded", round_name, s.name, lang,
                                  lower)
